@@ -1,0 +1,61 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+# Piped output (logs, CI) is not cut to rich's default 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
+error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+
+def add_profiles_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profiles",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="extra folder of board profiles (*.toml); may repeat; also $EDGEKIT_PROFILE_PATH",
+    )
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        default="digits",
+        metavar="SPEC",
+        help="dataset: 'digits' (bundled), 'fashion-mnist', or a path to IDX files, CIFAR-10 "
+        "batches, an image folder or an .npz file (default: digits)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[object]:
+    """A rich progress bar for long work; a no-op object when disabled (quiet mode)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=error_console,
+        disable=not enabled,
+        transient=False,
+    ) as bar:
+        yield bar

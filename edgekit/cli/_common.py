@@ -30,7 +30,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         default="digits",
         metavar="SPEC",
         help="dataset: 'digits' (bundled), 'fashion-mnist', or a path to IDX files, CIFAR-10 "
-        "batches, an image folder or an .npz file (default: digits)",
+        "batches, a class_name/*.png image folder or an .npz file; 'FORMAT:PATH' forces a "
+        "format (idx, cifar10, folder, npz) (default: digits)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,6 +21,18 @@ from edgekit.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch.nn as nn
+
+
+def projection_rank(rank_ratio: float, in_features: int, out_features: int) -> int:
+    """Rank of a low-rank projection (1x1 conv or linear): ``ceil(rank_ratio * min(in, out))``."""
+    # round() first: float products such as 0.75 * 48 = 36.00000000000001 must not bump ceil.
+    return max(1, math.ceil(round(rank_ratio * min(in_features, out_features), 6)))
+
+
+def is_factorised(rank: int, in_features: int, out_features: int) -> bool:
+    """Whether a rank-``rank`` projection is stored as two stacked layers (else one dense one,
+    which is smaller and computes the same function)."""
+    return rank * (in_features + out_features) < in_features * out_features
 
 
 @dataclass(frozen=True)

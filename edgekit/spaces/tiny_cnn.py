@@ -44,7 +44,6 @@ This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_cn
 from __future__ import annotations
 
 import functools
-import math
 import operator
 import random
 import re
@@ -53,7 +52,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgekit.errors import ConfigError
 from edgekit.spaces import register_space
-from edgekit.spaces._base import ArchConfig, Counts, SearchSpace
+from edgekit.spaces._base import (
+    ArchConfig,
+    Counts,
+    SearchSpace,
+    is_factorised,
+    projection_rank,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -117,17 +122,6 @@ def stage_channels(width_mult: float) -> tuple[int, int, tuple[int, ...]]:
         make_divisible(FIRST_CHANNELS * width_mult),
         tuple(make_divisible(c * width_mult) for c in STAGE_CHANNELS),
     )
-
-
-def projection_rank(rank_ratio: float, in_channels: int, out_channels: int) -> int:
-    """Rank of a low-rank 1x1 conv: ``ceil(rank_ratio * min(in, out))``."""
-    # round() first so that e.g. 0.75 * 48 = 36.00000000000001 cannot bump the ceiling.
-    return max(1, math.ceil(round(rank_ratio * min(in_channels, out_channels), 6)))
-
-
-def is_factorised(rank: int, in_channels: int, out_channels: int) -> bool:
-    """Whether a rank-``rank`` 1x1 conv is two stacked convs (else one dense conv)."""
-    return rank * (in_channels + out_channels) < in_channels * out_channels
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:

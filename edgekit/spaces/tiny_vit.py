@@ -30,7 +30,6 @@ This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_vi
 
 from __future__ import annotations
 
-import math
 import operator
 import random
 import re
@@ -39,7 +38,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgekit.errors import ConfigError
 from edgekit.spaces import register_space
-from edgekit.spaces._base import ArchConfig, Counts, SearchSpace
+from edgekit.spaces._base import (
+    ArchConfig,
+    Counts,
+    SearchSpace,
+    is_factorised,
+    projection_rank,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -89,17 +94,6 @@ class TinyVitConfig(ArchConfig):
     @property
     def num_tokens(self) -> int:
         return self.grid**2
-
-
-def projection_rank(rank_ratio: float, in_features: int, out_features: int) -> int:
-    """Rank of a low-rank projection: ``ceil(rank_ratio * min(in, out))``."""
-    # round() first: float products such as 0.1 * 30 = 3.0000000000000004 must not bump ceil.
-    return max(1, math.ceil(round(rank_ratio * min(in_features, out_features), 6)))
-
-
-def is_factorised(rank: int, in_features: int, out_features: int) -> bool:
-    """Whether a rank-``rank`` projection is stored as two linears (else as one dense one)."""
-    return rank * (in_features + out_features) < in_features * out_features
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""`edgekit demo`: the main job, as far as it exists, on the bundled digits data.
+"""`edgekit demo`: the main job on the bundled digits data for one board.
 
-It grows with the project: today it trains (or resumes) the tiny-CNN supernet, evaluates its
-largest and smallest subnets and sets their size against the board's budgets.
+Trains (or resumes) the supernet, then runs the memory-budgeted search with the board's
+budgets, fine-tunes and exports the chosen model and writes the report. A second run reuses
+the finished supernet and search.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the main job on the bundled digits data for one board",
-        description="Train (or resume) the tiny-cnn supernet on the bundled digits data, "
-        "evaluate its largest and smallest subnets after BatchNorm recalibration and set them "
-        "against a board's budgets. A second run reuses the finished checkpoint.",
+        description="Train (or reuse) the supernet on the bundled digits data, search for "
+        "architectures that fit the board's budgets, fine-tune, export and verify the chosen "
+        "one in TFLite Micro, and write the report. Reruns reuse finished work.",
     )
     parser.add_argument(
         "--board", default="stm32f746g-disco", help="board profile (default: %(default)s)"
@@ -29,10 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--epochs", type=int, help="supernet epochs (default: the space's tuned recipe)"
     )
     parser.add_argument(
+        "--evaluations", type=int, default=40, help="search evaluations (default: %(default)s)"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("runs/demo"),
-        help="folder for the checkpoint (default: %(default)s)",
+        help="folder for the supernet and the search run (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     add_profiles_option(parser)
@@ -40,13 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
+    from edgekit.cli.search import print_result
     from edgekit.data import load_dataset
     from edgekit.profiles import load_profile
+    from edgekit.search import run_search
     from edgekit.spaces import get_space
-    from edgekit.training import evaluate, recipe, train_supernet
-    from edgekit.units import format_size
+    from edgekit.training import recipe, train_supernet
 
     started = time.perf_counter()
     board = load_profile(args.board, args.profiles)
@@ -56,55 +59,37 @@ def _run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     checkpoint = args.out / f"{space.name}-supernet.pt"
+    run_dir = args.out / f"search-{board.name}"
     console.print(
-        f"[bold]{space.name}[/] supernet on {splits.name} "
-        f"({len(splits.train)} train images) for [bold]{board.name}[/]; "
-        f"checkpoint {checkpoint}"
+        f"[bold]{space.name}[/] on {splits.name} ({len(splits.train)} training images) for "
+        f"[bold]{board.name}[/]; supernet {checkpoint}, search run {run_dir}"
     )
     with progress(not args.quiet) as bar:
-        task = bar.add_task("training", total=None, status="")
+        task = bar.add_task("supernet", total=None, status="")
 
-        def report(done: int, total: int, status: str) -> None:
+        def report_training(done: int, total: int, status: str) -> None:
             bar.update(task, completed=done, total=total, status=status)
 
-        result = train_supernet(
-            space,
-            splits,
-            checkpoint_path=checkpoint,
-            resume=True,
-            seed=args.seed,
-            progress=report,
-            **settings,
-        )
+        train_supernet(
+            space, splits, checkpoint_path=checkpoint, resume=True, seed=args.seed,
+            progress=report_training, **settings,
+        )  # fmt: skip
+    trained = time.perf_counter()
+    with progress(not args.quiet) as bar:
+        task = bar.add_task("search", total=None, status="")
 
-    table = Table(title=f"{space.name} on {splits.name}, budgets of {board.name}")
-    for column in ("subnet", "genome", "params", "MACs", "test acc"):
-        table.add_column(column, justify="left" if column in ("subnet", "genome") else "right")
-    for label, cfg in (("largest", space.largest()), ("smallest", space.smallest())):
-        counts = space.count(cfg)
-        accuracy = evaluate(
-            space,
-            result.supernet,
-            cfg,
-            splits.test,
-            recalibrate_with=splits.train,
-            seed=args.seed,
-        )
-        table.add_row(
-            label,
-            space.encode(cfg),
-            f"{counts.params:,}",
-            f"{counts.macs:,}",
-            f"{accuracy:.1%}",
-        )
-    console.print(table)
+        def report_search(done: int, total: int, status: str) -> None:
+            bar.update(task, completed=done, total=total, status=status)
+
+        result = run_search(
+            space.name, board.name, splits, run_dir, seed=args.seed,
+            resume=run_dir.exists(), evaluations=args.evaluations, supernet=checkpoint,
+            profiles=args.profiles, progress=report_search,
+        )  # fmt: skip
+    print_result(result)
+    finished = time.perf_counter()
     console.print(
-        f"board {board.name}: {board.core} @ {board.clock_hz / 1e6:g} MHz, SRAM budget "
-        f"{format_size(board.sram_budget_bytes)}, flash budget "
-        f"{format_size(board.flash_budget_bytes)}"
-    )
-    console.print(
-        f"supernet: {result.epochs_completed} epochs, checkpoint {result.checkpoint_path}; "
-        f"demo took {time.perf_counter() - started:.0f} s"
+        f"demo took {finished - started:.0f} s: supernet {trained - started:.0f} s, "
+        f"search + fine-tune + export {finished - trained:.0f} s"
     )
     return 0

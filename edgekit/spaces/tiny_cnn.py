@@ -65,8 +65,8 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 RESOLUTIONS = (24, 28, 32, 40)
-WIDTH_MULTS = (0.25, 0.35, 0.5, 0.75, 1.0)
-RANK_RATIOS = (0.25, 0.5, 0.75, 1.0)
+WIDTH_MULTS = (0.35, 0.5, 0.75, 1.0)
+RANK_RATIOS = (0.5, 0.75, 1.0)
 PATCH_GRIDS = (1, 2, 3, 4)
 PATCH_STAGES = (1, 2)
 DEPTHS = (1, 2, 3)

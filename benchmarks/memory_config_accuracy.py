@@ -1,0 +1,272 @@
+"""Config-based memory model vs the file-based one (and the real interpreter), and its speed.
+
+For ``--count`` random configs from both spaces (1 or 3 input channels) the int8 model is
+exported exactly as ``edgekit.export`` does it (random supernet weights: memory does not depend
+on training) and compared:
+
+* config-based arena (``estimate_config_bytes``, 64- and 32-bit builds) vs ``analyze_tflite``
+  on the exported file: exact-match rate, max and mean absolute error;
+* config-based flash vs the .tflite size: max / mean absolute and relative error;
+* ``analyze_tflite`` vs the arena measured with the tflite-micro interpreter
+  (``measure_tflm_arena``) on every ``--measure-every``-th model (the interpreter bisection
+  takes seconds per model).
+
+Then the fast path's throughput on one core: configs/s with cold caches, in steady state (new
+configs, piece caches warm) and for repeated configs, per family (tiny-cnn whole-image, tiny-cnn
+patched, tiny-vit). Prints markdown tables.
+
+Run: PYTHONPATH=. .venv/bin/python benchmarks/memory_config_accuracy.py [--count 200]
+     [--measure-every 4] [--cache-dir DIR] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ConfigError
+from edgekit.estimate import analyze_tflite, measure_tflm_arena
+from edgekit.estimate.from_config import estimate_config_bytes
+from edgekit.spaces import get_space
+
+
+def _randomize(net: Any) -> Any:
+    """Generic random weights: no exact zeros or ones, which the converter would fold away."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if parameter.dim() == 1 and name.endswith("weight"):
+                parameter.uniform_(0.5, 1.5)
+            else:
+                parameter.normal_(0.0, 0.3 if parameter.dim() > 1 else 0.2)
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def sample_configs(count: int, seed: int) -> list[tuple[Any, Any]]:
+    """(space, config) pairs alternating between the spaces, random input channels."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < count:
+        space = get_space(("tiny-cnn", "tiny-vit")[len(out) % 2], 10, rng.choice([1, 3]))
+        cfg = space.sample(rng)
+        try:
+            estimate_config_bytes(cfg)
+        except ConfigError:
+            continue
+        out.append((space, cfg))
+    return out
+
+
+def export(space: Any, cfg: Any, cache_dir: Path, supernets: dict) -> bytes:
+    """The int8 .tflite the exporter makes from ``cfg`` (cached in ``cache_dir``)."""
+    path = cache_dir / f"{space.name}_c{cfg.in_channels}_{space.encode(cfg)}.tflite"
+    if path.exists():
+        return path.read_bytes()
+    import numpy as np
+
+    from edgekit.export import build_tf_graph, convert_int8
+
+    key = (space.name, cfg.in_channels)
+    if key not in supernets:
+        supernets[key] = _randomize(space.build_supernet())
+    module = space.extract(supernets[key], cfg).eval()
+    images = np.random.default_rng(0).random(
+        (8, cfg.resolution, cfg.resolution, cfg.in_channels), np.float32
+    )
+    model = convert_int8(build_tf_graph(space, module, cfg), images)
+    path.write_bytes(model)
+    return model
+
+
+def family(cfg: Any) -> str:
+    if cfg.space == "tiny-vit":
+        return "tiny-vit"
+    return "tiny-cnn patched" if cfg.patch_grid > 1 else "tiny-cnn whole-image"
+
+
+def accuracy(pairs: list, cache_dir: Path, measure_every: int) -> list[dict[str, Any]]:
+    supernets: dict = {}
+    rows = []
+    for index, (space, cfg) in enumerate(pairs):
+        started = time.perf_counter()
+        model = export(space, cfg, cache_dir, supernets)
+        export_seconds = time.perf_counter() - started
+        row: dict[str, Any] = {
+            "space": space.name,
+            "family": family(cfg),
+            "genome": space.encode(cfg),
+            "in_channels": cfg.in_channels,
+            "file_bytes": len(model),
+            "export_s": export_seconds,
+        }
+        for pointer in (8, 4):
+            from_file = analyze_tflite(model, pointer_bytes=pointer)
+            arena, flash = estimate_config_bytes(cfg, pointer)
+            row[f"file_arena_{pointer}"] = from_file.arena_bytes
+            row[f"config_arena_{pointer}"] = arena
+            row["config_flash"] = flash
+        if measure_every and index % measure_every == 0:
+            row["measured_arena"] = measure_tflm_arena(model)
+        rows.append(row)
+        print(
+            f"[{index + 1}/{len(pairs)}] {row['family']:21s} {row['genome']:48s} arena "
+            f"{row['config_arena_8']} vs {row['file_arena_8']}, flash {row['config_flash']} vs "
+            f"{row['file_bytes']}",
+            flush=True,
+        )
+    return rows
+
+
+def speed(count: int, seed: int) -> list[dict[str, Any]]:
+    """configs/s of ``estimate_config_bytes`` (32-bit build) per family, on one core."""
+    from edgekit.estimate import _config_fast, from_config
+
+    def clear() -> None:
+        from_config._estimate_bytes.cache_clear()
+        _config_fast.clear_caches()
+
+    rng = random.Random(seed)
+    results = []
+    for name, space_name, keep in (
+        ("tiny-cnn whole-image", "tiny-cnn", lambda c: c.patch_grid == 1),
+        ("tiny-cnn patched", "tiny-cnn", lambda c: c.patch_grid > 1),
+        ("tiny-cnn (space mix)", "tiny-cnn", lambda c: True),
+        ("tiny-vit", "tiny-vit", lambda c: True),
+    ):
+        space = get_space(space_name)
+        batches = []
+        for _ in range(3):  # cold, warm-up, steady
+            batch: list = []
+            while len(batch) < count:
+                cfg = space.sample(rng)
+                if keep(cfg):
+                    batch.append(cfg)
+            batches.append(batch)
+
+        def rate(batch: list) -> float:
+            started = time.perf_counter()
+            for cfg in batch:
+                estimate_config_bytes(cfg)
+            return len(batch) / (time.perf_counter() - started)
+
+        clear()
+        cold = rate(batches[0])
+        rate(batches[1])
+        steady = rate(batches[2])
+        repeated = rate(batches[2])
+        results.append({"family": name, "cold": cold, "steady": steady, "repeated": repeated})
+    return results
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for name in ("all", "tiny-cnn whole-image", "tiny-cnn patched", "tiny-vit"):
+        group = [r for r in rows if name == "all" or r["family"] == name]
+        if not group:
+            continue
+        entry: dict[str, Any] = {"models": name, "n": len(group)}
+        for pointer in (8, 4):
+            errors = [
+                abs(r[f"config_arena_{pointer}"] - r[f"file_arena_{pointer}"]) for r in group
+            ]
+            entry[f"arena_{pointer}_exact_pct"] = 100 * sum(e == 0 for e in errors) / len(group)
+            entry[f"arena_{pointer}_max_err"] = max(errors)
+            entry[f"arena_{pointer}_mean_err"] = statistics.fmean(errors)
+        flash = [r["config_flash"] - r["file_bytes"] for r in group]
+        relative = [100 * abs(e) / r["file_bytes"] for e, r in zip(flash, group, strict=True)]
+        entry["flash_exact_pct"] = 100 * sum(e == 0 for e in flash) / len(group)
+        entry["flash_max_err"] = max(abs(e) for e in flash)
+        entry["flash_mean_err"] = statistics.fmean(abs(e) for e in flash)
+        entry["flash_max_rel_pct"] = max(relative)
+        entry["flash_mean_rel_pct"] = statistics.fmean(relative)
+        measured = [r for r in group if "measured_arena" in r]
+        if measured:
+            errors = [abs(r["file_arena_8"] - r["measured_arena"]) for r in measured]
+            entry["measured_n"] = len(measured)
+            entry["file_vs_measured_exact_pct"] = 100 * sum(e == 0 for e in errors) / len(measured)
+            entry["file_vs_measured_max_err"] = max(errors)
+        out.append(entry)
+    return out
+
+
+def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) -> None:
+    print("\n### Config-based vs file-based arena and flash\n")
+    print("| models | n | arena exact (64-bit) | max / mean err B | arena exact (32-bit) | "
+          "max / mean err B | flash max / mean err B | flash max / mean rel % | "
+          "file vs measured (TFLM) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in summary:
+        measured = (
+            f"{s['file_vs_measured_exact_pct']:.0f}% exact of {s['measured_n']} "
+            f"(max {s['file_vs_measured_max_err']} B)"
+            if "measured_n" in s
+            else "-"
+        )
+        print(
+            f"| {s['models']} | {s['n']} | {s['arena_8_exact_pct']:.1f}% | "
+            f"{s['arena_8_max_err']} / {s['arena_8_mean_err']:.1f} | "
+            f"{s['arena_4_exact_pct']:.1f}% | {s['arena_4_max_err']} / "
+            f"{s['arena_4_mean_err']:.1f} | {s['flash_max_err']} / "
+            f"{s['flash_mean_err']:.0f} | {s['flash_max_rel_pct']:.2f} / "
+            f"{s['flash_mean_rel_pct']:.2f} | {measured} |"
+        )
+    print("\n### estimate_config_bytes throughput (configs/s, one core, 32-bit build)\n")
+    print("| family | cold caches | steady state (new configs) | repeated configs |")
+    print("|---|---:|---:|---:|")
+    for s in speeds:
+        print(f"| {s['family']} | {s['cold']:.0f} | {s['steady']:.0f} | {s['repeated']:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200, help="random configs to export")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--measure-every", type=int, default=4,
+        help="measure the arena with the TFLM interpreter on every N-th model (0: never)",
+    )  # fmt: skip
+    parser.add_argument("--speed-configs", type=int, default=1000, help="configs per speed run")
+    parser.add_argument(
+        "--cache-dir", type=Path,
+        default=Path(tempfile.gettempdir()) / "edgekit_memory_config_models",
+        help="where exported models are kept between runs",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write rows and summaries here")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import torch
+
+    torch.set_num_threads(1)
+    args.cache_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = accuracy(sample_configs(args.count, args.seed), args.cache_dir, args.measure_every)
+    accuracy_seconds = time.perf_counter() - started
+    speeds = speed(args.speed_configs, args.seed + 1)
+    summary = summarize(rows)
+    print_tables(summary, speeds)
+    total = time.perf_counter() - started
+    print(f"\naccuracy part {accuracy_seconds:.0f} s (exports cached in {args.cache_dir}), "
+          f"total {total:.0f} s")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(
+            {"summary": summary, "speed": speeds, "rows": rows, "seconds": total}, indent=2,
+            default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o),
+        ))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""Searched int8 model vs ResNet-8 (MLPerf Tiny) and random search on CIFAR-10 (issue #6).
+
+Run from the repository root:
+
+    PYTHONPATH=. .venv/bin/python benchmarks/search_vs_baselines.py          # ~2 h on 2 cores
+    PYTHONPATH=. .venv/bin/python benchmarks/search_vs_baselines.py --quick  # smoke run
+
+Steps (everything is kept in ``--out`` and resumes after an interruption):
+
+1. ResNet-8, the MLPerf Tiny image-classification reference (3 residual stacks of 16/32/64
+   channels, ~78 k parameters), trained with the same recipe as the supernet (AdamW, warm-up +
+   cosine, label smoothing, flips and shifts) for ``epochs + finetune_epochs`` epochs, exported
+   to int8 and measured: its tensor arena for a 32-bit board build (the memory model on the
+   exported file) and its flash become the search's budgets ("budgets equal to the reference").
+2. One tiny-cnn supernet trained for ``epochs`` epochs on the same data.
+3. Three searches on that supernet with the same number of accuracy evaluations and the same
+   budgets: NSGA-II with the GBDT predictor (the tool's default), NSGA-II without it, and random
+   search. Each fine-tunes its chosen model for ``finetune_epochs`` epochs and exports it.
+4. A markdown table: int8 test accuracy (TFLite Micro, whole CIFAR-10 test split), arena,
+   flash, whether each fits, epochs and wall time; plus the predictor's rank correlation.
+
+Training budget: every model sees ``epochs + finetune_epochs`` passes over the training data
+(the supernet's passes cost more: the sandwich rule trains four subnets per step). To fit about
+two hours on 2 CPU cores the default uses 10 000 training images (stratified; 5 000 validation,
+the 10 000 test images) and 6 + 2 epochs. CIFAR-10 is read from
+``../shared/datasets/cifar10-jpeg75``; the script exits with a message without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-jpeg75"
+BOARD = "nucleo-l4r5zi"  # the MLPerf Tiny reference board
+# What MLPerf Tiny states for its reference ResNet-8 (for comparison with our measurement).
+REFERENCE_ARENA_KB, REFERENCE_WEIGHTS_KB = 56, 79
+RECIPE = {"lr": 2e-3, "batch_size": 64, "weight_decay": 0.05, "warmup_epochs": 1.0,
+          "min_lr_ratio": 0.01, "label_smoothing": 0.1, "grad_clip": 5.0, "shift": 2,
+          "hflip": True}  # fmt: skip
+STRATEGIES = {
+    "nsga2-gbdt": {"strategy": "nsga2", "predictor": True},
+    "nsga2": {"strategy": "nsga2", "predictor": False},
+    "random": {"strategy": "random", "predictor": False},
+}
+
+logger = logging.getLogger("benchmarks.search_vs_baselines")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run of every step")
+    parser.add_argument("--cifar", type=Path, default=DEFAULT_CIFAR)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-search")
+    parser.add_argument("--space", default="tiny-cnn")
+    parser.add_argument("--epochs", type=int, default=6, help="supernet epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--evaluations", type=int, default=100, help="per search")
+    parser.add_argument("--population", type=int, default=20)
+    parser.add_argument("--eval-samples", type=int, default=1000, help="val images per eval")
+    parser.add_argument(
+        "--max-per-split",
+        type=int,
+        default=10000,
+        help="cap every split: 10000 training images keep the run within ~2 h on 2 cores "
+        "(0: all 45000)",
+    )
+    parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.finetune_epochs, args.evaluations = 1, 1, 8
+        args.population, args.eval_samples = 4, 200
+        args.max_per_split = 400
+        args.out = args.out.with_name(args.out.name + "-quick")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if not args.cifar.is_dir():
+        print(f"CIFAR-10 not found at {args.cifar}; nothing to do.")
+        return 0
+
+    import torch
+
+    from edgekit.data import load_dataset
+    from edgekit.training import limit_threads
+
+    limit_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    splits = load_dataset(args.cifar, seed=args.seed, max_per_split=args.max_per_split or None)
+    logger.info("CIFAR-10: %d train, %d val, %d test images", len(splits.train),
+                len(splits.val), len(splits.test))  # fmt: skip
+
+    baseline = _cached(args.out / "resnet8.json", lambda: _resnet8(splits, args))
+    supernet_path, supernet_seconds = _supernet(splits, args)
+    results = {}
+    for name in args.strategies:
+        results[name] = _cached(
+            args.out / f"search-{name}.json",
+            lambda name=name: _search(name, splits, supernet_path, baseline, args),
+        )
+    print(_table(baseline, results, supernet_seconds, args, torch.get_num_threads(),
+                 time.perf_counter() - started))  # fmt: skip
+    return 0
+
+
+def _cached(path: Path, compute: Any) -> dict[str, Any]:
+    """A step's result, computed once and kept in ``path`` (so reruns skip finished steps)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+# --- ResNet-8 ------------------------------------------------------------------------------------
+def _same_pad(x: Any, kernel: int, stride: int) -> Any:
+    """TensorFlow "SAME" padding (what the Keras reference and the TFLite graph use)."""
+    import torch.nn.functional as F
+
+    size = x.shape[-1]
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+
+
+def _resnet8_module(num_classes: int, in_channels: int) -> Any:
+    import torch
+    import torch.nn as nn
+
+    class ConvBn(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int, act: bool) -> None:
+            super().__init__()
+            self.stride, self.act = stride, act
+            self.conv = nn.Conv2d(c_in, c_out, 3, stride, bias=False)
+            self.bn = nn.BatchNorm2d(c_out)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.bn(self.conv(_same_pad(x, 3, self.stride)))
+            return torch.relu(x) if self.act else x
+
+    class Stack(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = ConvBn(c_in, c_out, stride, act=True)
+            self.conv2 = ConvBn(c_out, c_out, 1, act=False)
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride) if stride > 1 else None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skip = x if self.shortcut is None else self.shortcut(x)
+            return torch.relu(self.conv2(self.conv1(x)) + skip)
+
+    class ResNet8(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = ConvBn(in_channels, 16, 1, act=True)
+            self.stacks = nn.Sequential(Stack(16, 16, 1), Stack(16, 32, 2), Stack(32, 64, 2))
+            self.fc = nn.Linear(64, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.stacks(self.stem(x)).mean(dim=(2, 3)))
+
+    return ResNet8()
+
+
+def _train(module: Any, splits: Any, epochs: int, seed: int) -> None:
+    """The supernet trainer's recipe (edgekit.training.TrainSettings) on one network."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgekit.training import to_nchw
+
+    torch.manual_seed(seed)
+    r = RECIPE
+    images, labels = to_nchw(splits.train.x), torch.from_numpy(splits.train.y)
+    decay = [p for p in module.parameters() if p.ndim > 1]
+    no_decay = [p for p in module.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": r["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    optimizer = torch.optim.AdamW(groups, lr=r["lr"])
+    steps = len(images) // r["batch_size"]
+    total, warmup = epochs * steps, round(r["warmup_epochs"] * steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        low = r["min_lr_ratio"]
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        module.train()
+        order = torch.randperm(len(images), generator=generator)
+        for step in range(steps):
+            index = order[step * r["batch_size"] : (step + 1) * r["batch_size"]]
+            x = images[index]
+            flip = torch.rand(len(x), generator=generator) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            s = r["shift"]
+            padded = F.pad(x, (s, s, s, s))
+            dy, dx = torch.randint(0, 2 * s + 1, (2,), generator=generator).tolist()
+            x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
+            loss = F.cross_entropy(module(x), labels[index], label_smoothing=r["label_smoothing"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), r["grad_clip"])
+            optimizer.step()
+            scheduler.step()
+        logger.info("ResNet-8 epoch %d/%d: loss %.3f", epoch + 1, epochs, float(loss))
+    module.eval()
+
+
+def _resnet8_graph(module: Any, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """ResNet-8 as a TfGraph (BatchNorm folded, "SAME" convs, AVERAGE_POOL_2D), like the
+    exporter's builders."""
+    import tensorflow as tf
+
+    from edgekit.export.graph import TfGraph
+
+    def folded(unit: Any) -> tuple[Any, Any]:
+        bn = unit.bn
+        scale = bn.weight.detach().double() / (bn.running_var.double() + bn.eps).sqrt()
+        bias = bn.bias.detach().double() - bn.running_mean.double() * scale
+        weight = unit.conv.weight.detach().double() * scale[:, None, None, None]
+        return (tf.constant(weight.permute(2, 3, 1, 0).float().numpy()),
+                tf.constant(bias.float().numpy()))  # fmt: skip
+
+    def plain(conv: Any) -> tuple[Any, Any]:
+        return (tf.constant(conv.weight.detach().permute(2, 3, 1, 0).numpy().copy()),
+                tf.constant(conv.bias.detach().numpy().copy()))  # fmt: skip
+
+    stem = folded(module.stem)
+    stacks = [(folded(s.conv1), folded(s.conv2), None if s.shortcut is None else plain(s.shortcut),
+               s.conv1.stride) for s in module.stacks]  # fmt: skip
+    fc = (tf.constant(module.fc.weight.detach().numpy().T.copy()),
+          tf.constant(module.fc.bias.detach().numpy().copy()))  # fmt: skip
+
+    def conv(x: Any, weights: tuple[Any, Any], stride: int) -> Any:
+        return tf.nn.conv2d(x, weights[0], stride, "SAME") + weights[1]
+
+    def forward(image: Any) -> Any:
+        x = tf.nn.relu(conv(image, stem, 1))
+        for i, (first, second, shortcut, stride) in enumerate(stacks):
+            with tf.name_scope(f"stack{i}"):
+                y = conv(tf.nn.relu(conv(x, first, stride)), second, 1)
+                skip = x if shortcut is None else conv(x, shortcut, stride)
+                x = tf.nn.relu(y + skip)
+        size = int(x.shape[1])
+        x = tf.reshape(tf.nn.avg_pool2d(x, size, size, "VALID"), (1, -1))
+        return tf.matmul(x, fc[0]) + fc[1]
+
+    return TfGraph(forward=forward, input_shape=input_shape, num_classes=num_classes,
+                   layers=("stack0", "stack1", "stack2"))  # fmt: skip
+
+
+def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from edgekit.estimate import analyze_tflite, measure_tflm
+    from edgekit.export.convert import check_ops, convert_int8
+    from edgekit.export.verify import accuracy, io_specs, run_tflm
+
+    epochs = args.epochs + args.finetune_epochs
+    torch.manual_seed(args.seed)
+    module = _resnet8_module(splits.num_classes, splits.input_shape[2])
+    started = time.perf_counter()
+    _train(module, splits, epochs, args.seed)
+    train_seconds = time.perf_counter() - started
+    graph = _resnet8_graph(module, splits.input_shape, splits.num_classes)
+    rng = np.random.default_rng(args.seed)
+    representative = splits.train.x[np.sort(rng.permutation(len(splits.train))[:200])]
+    model = convert_int8(graph, representative)
+    check_ops(model, graph.layers)
+    host_arena = measure_tflm(model).arena_bytes
+    board = analyze_tflite(model, pointer_bytes=4)
+    inputs = io_specs(model)[0].quantization.quantize(splits.test.x)
+    logits = run_tflm(model, inputs, arena_size=-(-host_arena // 16) * 16 + 256)
+    with torch.no_grad():
+        from edgekit.training import to_nchw
+
+        fp32 = module(to_nchw(splits.test.x)).numpy()
+    (args.out / "resnet8.tflite").write_bytes(model)
+    params = sum(p.numel() for p in module.parameters())
+    return {
+        "epochs": epochs,
+        "train_seconds": round(train_seconds, 1),
+        "params": params,
+        "fp32_test_accuracy": accuracy(fp32, splits.test.y),
+        "int8_test_accuracy": accuracy(logits, splits.test.y),
+        "arena_host_bytes": host_arena,
+        "arena_board_bytes": board.arena_bytes,
+        "flash_bytes": board.flash_bytes,
+    }
+
+
+# --- supernet and searches ---------------------------------------------------------------------
+def _supernet(splits: Any, args: argparse.Namespace) -> tuple[Path, float]:
+    from edgekit.spaces import get_space
+    from edgekit.training import train_supernet
+
+    space = get_space(args.space, num_classes=splits.num_classes,
+                      in_channels=splits.input_shape[2])  # fmt: skip
+    path = args.out / f"supernet-{args.space}.pt"
+    options = {k: v for k, v in RECIPE.items() if k not in ("lr", "batch_size")}
+    result = train_supernet(space, splits, epochs=args.epochs, checkpoint_path=path,
+                            batch_size=RECIPE["batch_size"], lr=RECIPE["lr"], seed=args.seed,
+                            resume=True, val_samples=1000, **options)  # fmt: skip
+    seconds = sum(epoch["seconds"] for epoch in result.history)
+    return path, seconds
+
+
+def _search(name: str, splits: Any, supernet: Path, baseline: dict[str, Any],
+            args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    from edgekit.search import read_run, run_search
+
+    out = args.out / f"search-{name}"
+    resume = (out / "run.json").is_file()
+    if resume:
+        read_run(out)
+    started = time.perf_counter()
+    result = run_search(
+        args.space, BOARD, splits, out, sram=baseline["arena_board_bytes"],
+        flash=baseline["flash_bytes"], seed=args.seed, resume=resume,
+        evaluations=args.evaluations, population=args.population,
+        eval_samples=args.eval_samples, supernet=supernet,
+        finetune_epochs=args.finetune_epochs, **STRATEGIES[name],
+    )  # fmt: skip
+    export = result.chosen_export or {}
+    chosen = result.chosen
+    stats = result.summaries.get(args.space, {})
+    arena = export.get("arena_firmware_bytes")
+    return {
+        "genome": None if chosen is None else chosen.genome,
+        "val_accuracy": None if chosen is None else chosen.val_accuracy,
+        "best_val_accuracy": max((t.val_accuracy or 0.0) for t in result.trials),
+        "estimated_arena_bytes": None if chosen is None else chosen.arena_bytes,
+        "estimated_flash_bytes": None if chosen is None else chosen.flash_bytes,
+        "latency_ms": None if chosen is None else chosen.latency_ms,
+        "macs": None if chosen is None else chosen.macs,
+        "int8_test_accuracy": export.get("int8_test_accuracy"),
+        "fp32_test_accuracy": export.get("fp32_test_accuracy"),
+        "arena_board_bytes": arena,
+        "arena_host_bytes": export.get("arena_measured_host_bytes"),
+        "flash_bytes": export.get("flash_bytes"),
+        "fits": (
+            arena is not None
+            and arena <= baseline["arena_board_bytes"]
+            and export["flash_bytes"] <= baseline["flash_bytes"]
+        ),
+        "evaluations": len(result.trials),
+        "over_budget": stats.get("rejected"),
+        "screened_out": stats.get("screened_out"),
+        "predictor_kendall_tau": stats.get("predictor_kendall_tau"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "report": str(result.report.get("html")),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _kb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1000:.1f} KB"
+
+
+def _table(baseline: dict[str, Any], results: dict[str, dict[str, Any]], supernet_seconds: float,
+           args: argparse.Namespace, threads: int, seconds: float) -> str:  # fmt: skip
+    lines = [
+        f"## Search vs baselines on CIFAR-10{' (--quick)' if args.quick else ''}",
+        "",
+        f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
+        f"{threads} torch threads; board {BOARD}; space {args.space}; seed {args.seed}",
+        "",
+        f"Budgets = our int8 ResNet-8: tensor arena {_kb(baseline['arena_board_bytes'])} "
+        f"(32-bit build; MLPerf Tiny states ~{REFERENCE_ARENA_KB} KB), flash "
+        f"{_kb(baseline['flash_bytes'])} ({baseline['params']:,} parameters; MLPerf Tiny "
+        f"states ~{REFERENCE_WEIGHTS_KB} KB of weights).",
+        "",
+        "| model | training | int8 test acc | arena | flash | fits | wall time |",
+        "|---|---|---|---|---|---|---|",
+        f"| ResNet-8 (our recipe) | {baseline['epochs']} epochs | "
+        f"{_percent(baseline['int8_test_accuracy'])} | {_kb(baseline['arena_board_bytes'])} | "
+        f"{_kb(baseline['flash_bytes'])} | yes (defines the budget) | "
+        f"{baseline['train_seconds']:.0f} s |",
+    ]
+    labels = {"nsga2-gbdt": "searched: NSGA-II + GBDT predictor", "nsga2": "NSGA-II, no predictor",
+              "random": "random search"}  # fmt: skip
+    for name, r in results.items():
+        lines.append(
+            f"| {labels.get(name, name)} `{r['genome']}` | supernet {args.epochs} epochs "
+            f"({supernet_seconds:.0f} s, shared) + {r['evaluations']} evaluations + fine-tune "
+            f"{args.finetune_epochs} epochs | {_percent(r['int8_test_accuracy'])} | "
+            f"{_kb(r['arena_board_bytes'])} | {_kb(r['flash_bytes'])} | "
+            f"{'yes' if r['fits'] else 'NO'} | {r['seconds']:.0f} s search + export |"
+        )
+    lines += ["", "| search | best val acc (inherited) | chosen val acc | over budget | "
+              "screened out | predictor Kendall tau |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in results.items():
+        tau = r["predictor_kendall_tau"]
+        lines.append(
+            f"| {labels.get(name, name)} | {_percent(r['best_val_accuracy'])} | "
+            f"{_percent(r['val_accuracy'])} | {r['over_budget']} | {r['screened_out']} | "
+            f"{'-' if tau is None else f'{tau:.2f}'} |"
+        )
+    lines += ["", f"Total wall time {seconds / 60:.1f} min; results and reports in {args.out}."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Full-integer conversion of a :class:`~edgekit.export.graph.TfGraph` and the op check.
+
+``convert_int8`` runs TensorFlow's TFLite converter with post-training full-integer
+quantization: int8 input and output, per-channel int8 weights, int32 biases, activation ranges
+calibrated on a representative set. ``check_ops`` then rejects anything TFLite Micro cannot run
+in int8, naming the op and the layer (name scope) that produced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edgekit.export.errors import ExportError, UnsupportedOpError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgekit.export.graph import TfGraph
+
+logger = logging.getLogger(__name__)
+
+# Builtin ops that TFLite Micro's op resolver registers with int8 kernels.
+TFLM_INT8_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "BATCH_MATMUL", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D",
+    "DEPTHWISE_CONV_2D", "DEPTH_TO_SPACE", "DEQUANTIZE", "EXPAND_DIMS", "FULLY_CONNECTED",
+    "GATHER", "HARD_SWISH", "L2_NORMALIZATION", "LEAKY_RELU", "LOGISTIC", "MAXIMUM",
+    "MAX_POOL_2D", "MEAN", "MINIMUM", "MIRROR_PAD", "MUL", "PACK", "PAD", "PADV2", "PRELU",
+    "QUANTIZE", "REDUCE_MAX", "RELU", "RELU6", "RESHAPE", "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SHAPE", "SLICE", "SOFTMAX", "SPACE_TO_BATCH_ND",
+    "SPACE_TO_DEPTH", "SPLIT", "SPLIT_V", "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE",
+    "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV", "UNPACK", "ZEROS_LIKE",
+})  # fmt: skip
+# Tensor types an int8 model may compute with: int8 activations; int8 weights and int32
+# biases, shapes and axes as constants.
+_ALLOWED_ACTIVATION_TYPES = frozenset({"int8"})
+_ALLOWED_CONSTANT_TYPES = frozenset({"int8", "int32"})
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """One op of a converted model: its TFLite builtin and the layer it came from."""
+
+    index: int
+    op: str
+    layer: str | None
+    output_shapes: tuple[tuple[int, ...], ...]
+
+
+def layer_of(tensor_name: str, layers: Sequence[str]) -> str | None:
+    """The layer (name scope) a TFLite tensor name comes from, e.g.
+    ``"patch0_1/stages.0.0.dw/Relu6;..."`` -> ``"stages.0.0.dw"``; the longest match wins."""
+    scopes = {part for name in tensor_name.split(";") for part in name.split("/")}
+    found = [layer for layer in layers if layer in scopes]
+    if not found:  # scopes of sub-steps (``blocks.0.attn.q.head1``) name a layer's child
+        found = [
+            layer for layer in layers if any(scope.startswith(layer + ".") for scope in scopes)
+        ]
+    return max(found, key=len) if found else None
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[list[str]]:
+    """Collect what native code (the MLIR converter) prints to file descriptor 2."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            lines += log.read().decode(errors="replace").splitlines()
+
+
+def convert_int8(graph: TfGraph, representative: np.ndarray) -> bytes:
+    """Full-integer .tflite of ``graph``: int8 input and output, per-channel weights, activation
+    ranges calibrated on ``representative`` (NHWC float images at the model's input size)."""
+    import numpy as np
+    import tensorflow as tf
+
+    expected = (1, *graph.input_shape)
+    if representative.ndim != 4 or representative.shape[1:] != expected[1:]:
+        raise ExportError(
+            f"representative images of shape {representative.shape}: expected "
+            f"(N, {', '.join(map(str, graph.input_shape))})"
+        )
+    if len(representative) == 0:
+        raise ExportError("the representative set is empty: expected at least one image")
+
+    def samples() -> Iterator[list[np.ndarray]]:
+        for image in representative:
+            yield [image[None].astype(np.float32)]
+
+    holder = tf.Module()
+    function = graph.concrete_function
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = samples
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with warnings.catch_warnings(), _quiet_native_stderr() as native_log:
+        # "Statistics for quantized inputs were expected": the calibration provides them.
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            model = converter.convert()
+        except Exception as e:
+            raise _conversion_error(e, native_log, graph) from e
+    logger.debug("converted to int8: %d bytes", len(model))
+    return bytes(model)
+
+
+_TF_OP = re.compile(r"'tf\.([A-Za-z0-9_]+)' op")
+
+
+def _conversion_error(error: Exception, native_log: list[str], graph: TfGraph) -> ExportError:
+    """A one-line ExportError from a converter failure, naming the TF op and its layer."""
+    text = "\n".join([str(error), *native_log])
+    op_match = _TF_OP.search(text)
+    if op_match is None:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        return ExportError(f"TFLite conversion failed: {type(error).__name__}: {first[:300]}")
+    op = op_match.group(1)
+    # The converter's locations are Python source lines; the op's node name has the layer scope.
+    nodes = [node.name for node in graph.concrete_function.graph.get_operations()
+             if node.type == op]  # fmt: skip
+    layer = next((found for name in nodes if (found := layer_of(name, graph.layers))), None)
+    where = f" in layer {layer!r}" if layer else ""
+    return UnsupportedOpError(
+        f"TensorFlow op {op}{where} has no int8 TFLite builtin (so no TFLite Micro kernel); "
+        "replace the layer with supported ops",
+        op=op,
+        layer=layer,
+    )
+
+
+def check_ops(model: bytes, layers: Sequence[str]) -> list[OpRecord]:
+    """Every op of ``model`` with the layer it came from; raise UnsupportedOpError for an op
+    that TFLite Micro cannot run in int8 (unknown to it, or computing in another type)."""
+    from edgekit.estimate.tflite_file import ModelFileError, parse_model
+
+    try:
+        info = parse_model(model)
+    except ModelFileError as e:
+        raise ExportError(f"the converted model cannot be parsed: {e}") from e
+    if len(info.subgraphs) != 1:
+        raise ExportError(f"the converted model has {len(info.subgraphs)} subgraphs, expected 1")
+    graph = info.subgraphs[0]
+    records = []
+    for op in graph.operators:
+        outputs = [graph.tensors[i] for i in op.outputs]
+        # The last op's output carries the graph's output name; its weights name the layer.
+        inputs = [graph.tensors[i] for i in op.inputs if i >= 0]
+        named = outputs + sorted(inputs, key=lambda t: not t.is_constant)
+        layer = next((found for t in named if (found := layer_of(t.name, layers))), None)
+        where = f" in layer {layer!r}" if layer else f" (tensor {outputs[0].name!r})"
+        if op.opcode not in TFLM_INT8_OPS:
+            raise UnsupportedOpError(
+                f"op {op.opcode}{where} has no int8 kernel in TFLite Micro; replace the layer "
+                "with supported ops (see edgekit.export.convert.TFLM_INT8_OPS)",
+                op=op.opcode,
+                layer=layer,
+            )
+        if op.opcode == "FULLY_CONNECTED" and not graph.tensors[op.inputs[1]].is_constant:
+            # int8 FULLY_CONNECTED kernels assume symmetric constant weights and ignore a
+            # weights zero point, so an activation x activation product comes out wrong.
+            raise UnsupportedOpError(
+                f"op FULLY_CONNECTED{where} multiplies two activations; int8 kernels need "
+                "constant weights (use a 3-D BATCH_MATMUL)",
+                op=op.opcode,
+                layer=layer,
+            )
+        for index in (*op.inputs, *op.outputs):
+            if index < 0:
+                continue
+            tensor = graph.tensors[index]
+            allowed = _ALLOWED_CONSTANT_TYPES if tensor.is_constant else _ALLOWED_ACTIVATION_TYPES
+            if tensor.dtype not in allowed and op.opcode not in ("QUANTIZE", "DEQUANTIZE"):
+                raise UnsupportedOpError(
+                    f"op {op.opcode}{where} computes in {tensor.dtype} (tensor "
+                    f"{tensor.name!r}); a full-int8 model expects int8 activations",
+                    op=op.opcode,
+                    layer=layer,
+                )
+        records.append(OpRecord(op.index, op.opcode, layer, tuple(t.shape for t in outputs)))
+    for index in (*graph.inputs, *graph.outputs):
+        if graph.tensors[index].dtype != "int8":
+            raise ExportError(
+                f"model input/output tensor {graph.tensors[index].name!r} is "
+                f"{graph.tensors[index].dtype}, expected int8"
+            )
+    return records

@@ -1,0 +1,40 @@
+"""Supernet training (sandwich rule + in-place distillation), evaluation, BatchNorm
+recalibration and checkpoints. Imports torch: import it lazily from start-up paths."""
+
+from __future__ import annotations
+
+from edgekit.training.checkpoint import (
+    checkpoint_meta,
+    load_supernet,
+    read_checkpoint,
+    save_checkpoint,
+)
+from edgekit.training.evaluate import (
+    batchnorm_layers,
+    evaluate,
+    prepare_input,
+    preserved_buffers,
+    recalibrate_bn,
+    to_nchw,
+)
+from edgekit.training.recipes import RECIPES, recipe
+from edgekit.training.supernet import TrainResult, TrainSettings, limit_threads, train_supernet
+
+__all__ = [
+    "RECIPES",
+    "TrainResult",
+    "TrainSettings",
+    "batchnorm_layers",
+    "checkpoint_meta",
+    "evaluate",
+    "limit_threads",
+    "load_supernet",
+    "prepare_input",
+    "preserved_buffers",
+    "read_checkpoint",
+    "recalibrate_bn",
+    "recipe",
+    "save_checkpoint",
+    "to_nchw",
+    "train_supernet",
+]

@@ -1,0 +1,207 @@
+"""Config-based memory model: equal to the file-based one on the models the exporter makes."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.errors import ConfigError
+from edgekit.estimate import MemoryModelError, analyze_tflite
+from edgekit.estimate._config_graph import reverse_post_order
+from edgekit.estimate._config_plan import chain_high_water, plan_piece
+from edgekit.estimate.from_config import estimate_config, estimate_config_bytes
+from edgekit.estimate.planner import BufferRequest, plan_greedy
+from edgekit.estimate.tflite_file import parse_model
+from edgekit.profiles import load_profile
+from edgekit.spaces import get_space
+
+torch.set_num_threads(1)
+
+# (space, genome, input channels): whole-image and patched tiny-cnn (a residual inside the
+# patches; a 3x3 grid; a 4x4 grid whose patches read the whole image, so the converter merges
+# their first layers), low-rank and dense projections, one and three channels.
+EXPORTED = [
+    ("tiny-cnn", "r24-w0.35-rk0.5-p1-k3.35.3.3-e2.22.2.2", 1),
+    ("tiny-cnn", "r28-w0.35-rk1-p2s2-k35.3.3.3-e62.2.2.2", 3),
+    ("tiny-cnn", "r32-w0.35-rk0.75-p3s1-k3.3.3.3-e2.2.2.2", 1),
+    ("tiny-cnn", "r24-w0.35-rk0.75-p4s2-k777.3.3.3-e222.2.2.2", 1),
+    ("tiny-vit", "r16-p8-e32-d1-h2-m2-rk0.25", 1),
+    ("tiny-vit", "r24-p4-e48-d2-h4.1-m3.1-rk1.0", 3),
+    ("tiny-vit", "r16-p4-e32-d2-h1.2-m1.4-rk0.5", 1),
+]
+
+
+def _randomize(net: torch.nn.Module) -> torch.nn.Module:
+    """Generic random weights: no exact zeros or ones, which the converter would fold away."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if parameter.dim() == 1 and name.endswith("weight"):
+                parameter.uniform_(0.5, 1.5)
+            else:
+                parameter.normal_(0.0, 0.3 if parameter.dim() > 1 else 0.2)
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def exported() -> dict[tuple[str, str, int], tuple[object, bytes]]:
+    """The converted int8 model of every EXPORTED config (random weights), by its entry."""
+    from edgekit.export import build_tf_graph, convert_int8
+
+    supernets: dict[tuple[str, int], torch.nn.Module] = {}
+    models = {}
+    for space_name, genome, channels in EXPORTED:
+        space = get_space(space_name, num_classes=10, in_channels=channels)
+        cfg = space.decode(genome)
+        if (space_name, channels) not in supernets:
+            supernets[space_name, channels] = _randomize(space.build_supernet())
+        module = space.extract(supernets[space_name, channels], cfg).eval()
+        images = np.random.default_rng(0).random(
+            (4, cfg.resolution, cfg.resolution, channels), np.float32
+        )
+        model = convert_int8(build_tf_graph(space, module, cfg), images)
+        models[space_name, genome, channels] = (cfg, model)
+    return models
+
+
+@pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
+@pytest.mark.parametrize("pointer_bytes", [8, 4])
+def test_arena_equals_the_file_based_model(exported, entry, pointer_bytes):
+    cfg, model = exported[entry]
+    from_file = analyze_tflite(model, pointer_bytes=pointer_bytes)
+    estimate = estimate_config(cfg, pointer_bytes=pointer_bytes)
+    assert (estimate.arena_bytes, estimate.head_bytes, estimate.tail_bytes) == (
+        from_file.arena_bytes,
+        from_file.head_bytes,
+        from_file.tail_bytes,
+    )
+    assert estimate.peak_op == from_file.peak_op
+    assert estimate.limited_by == from_file.limited_by
+    fast = estimate_config_bytes(cfg, pointer_bytes)
+    assert fast == (estimate.arena_bytes, estimate.flash_bytes)
+
+
+@pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
+def test_synthesised_graph_has_the_converted_ops_and_tensors(exported, entry):
+    cfg, model = exported[entry]
+    graph = parse_model(model).subgraphs[0]
+    estimate = estimate_config(cfg)
+    assert estimate.op_count == len(graph.operators)
+    assert estimate.tensor_count == len(graph.tensors)
+
+
+@pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
+def test_flash_estimate_is_close_to_the_file_size(exported, entry):
+    cfg, model = exported[entry]
+    # Patches share a bias buffer when their quantized biases coincide (calibration-dependent).
+    tolerance = 0.03 if getattr(cfg, "patch_grid", 1) > 1 else 0.005
+    assert estimate_config(cfg).flash_bytes == pytest.approx(len(model), rel=tolerance)
+
+
+def _random_configs(count: int, seed: int) -> list:
+    rng = random.Random(seed)
+    configs = []
+    while len(configs) < count:
+        space = get_space(
+            rng.choice(["tiny-cnn", "tiny-vit"]), rng.choice([2, 10]), rng.choice([1, 3])
+        )
+        cfg = space.sample(rng)
+        try:
+            estimate_config_bytes(cfg)
+        except ConfigError:  # a patch grid larger than the patched output
+            continue
+        configs.append(cfg)
+    return configs
+
+
+@pytest.mark.parametrize("pointer_bytes", [4, 8])
+def test_fast_path_equals_the_full_synthesis(pointer_bytes):
+    for cfg in _random_configs(16, seed=pointer_bytes):
+        estimate = estimate_config(cfg, pointer_bytes=pointer_bytes)
+        assert estimate_config_bytes(cfg, pointer_bytes) == (
+            estimate.arena_bytes,
+            estimate.flash_bytes,
+        ), cfg
+
+
+def test_device_profile_sets_pointer_size_and_alignment():
+    board = load_profile("stm32f746g-disco")
+    cfg = get_space("tiny-vit").smallest()
+    expected = estimate_config(cfg, pointer_bytes=board.pointer_bytes,
+                               alignment=board.alignment_bytes)  # fmt: skip
+    on_board = estimate_config(cfg, device=board)
+    assert (on_board.arena_bytes, on_board.flash_bytes) == (
+        expected.arena_bytes,
+        expected.flash_bytes,
+    )
+    assert estimate_config_bytes(cfg, device=board) == (expected.arena_bytes, expected.flash_bytes)
+    assert estimate_config_bytes(cfg, 8)[0] > expected.arena_bytes  # 64-bit structs are bigger
+    # An arena alignment the fast path does not model falls back to the full synthesis.
+    assert estimate_config_bytes(cfg, alignment=4)[0] == estimate_config(
+        cfg, pointer_bytes=4, alignment=4
+    ).arena_bytes
+
+
+def test_bad_requests_raise():
+    cfg = get_space("tiny-cnn").smallest()
+    with pytest.raises(MemoryModelError, match="pointer_bytes"):
+        estimate_config_bytes(cfg, 2)
+    with pytest.raises(ConfigError, match="tiny-cnn or tiny-vit"):
+        estimate_config(object())  # type: ignore[arg-type]
+    too_fine = dataclasses.replace(cfg, patch_grid=7, patch_stages=2, resolution=24)
+    with pytest.raises(ConfigError, match="patch_grid"):
+        estimate_config_bytes(too_fine)
+    with pytest.raises(ConfigError):
+        estimate_config(dataclasses.replace(cfg, in_channels=2))
+
+
+def test_operator_order_is_tensorflows_reverse_post_order():
+    # Children are explored largest name first, so the smaller-named branch comes first; a
+    # join is placed with the branch that reached it first.
+    nodes = {
+        "input": (),
+        "a/x": ("input",),
+        "b/y": ("input",),
+        "join": ("a/x", "b/y"),
+        "z/const": (),
+        "z/late": ("z/const", "join"),
+    }
+    assert reverse_post_order(nodes) == ["input", "a/x", "b/y", "join", "z/const", "z/late"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chain_planner_equals_the_greedy_planner(seed):
+    """Random chains of pieces (few distinct sizes, so ties are common): the per-piece plan
+    gives TFLM's greedy high-water mark."""
+    rng = random.Random(seed)
+    for _ in range(150):
+        input_size = 16 * rng.randint(1, 6)
+        requests = [BufferRequest(input_size, 0, 0)]
+        scratch, pieces, base = [], [], 0
+        for _ in range(rng.randint(1, 5)):
+            ops = rng.randint(1, 6)
+            sizes = [16 * rng.randint(1, 6) for _ in range(ops)]
+            lasts = [rng.randint(i + 2, ops) if i + 1 < ops else 0 for i in range(ops)]
+            entry_last = rng.randint(1, ops)
+            extra = [(16 * rng.randint(1, 3), rng.randint(1, ops))
+                     for _ in range(rng.randrange(3))]  # fmt: skip
+            pieces.append(plan_piece(ops, entry_last, sizes, lasts, [s for s, _ in extra],
+                                     [scope for _, scope in extra]))  # fmt: skip
+            previous = requests[-1]
+            requests[-1] = BufferRequest(previous.size, previous.first_used, base + entry_last)
+            requests += [
+                BufferRequest(size, base + i + 1, base + (lasts[i] or i + 1))
+                for i, size in enumerate(sizes)
+            ]
+            scratch += [BufferRequest(s, base + scope, base + scope) for s, scope in extra]
+            base += ops
+        requests += scratch
+        assert chain_high_water(pieces, input_size) == plan_greedy(requests).high_water

@@ -5,8 +5,8 @@ synthesised (operator order, tensors, shapes, quantization, the converter's fusi
 merges; see :mod:`edgekit.estimate._config_graph`) and run through the same TFLite Micro model
 as :func:`~edgekit.estimate.analyze_tflite`, so the arena (minimum, head and tail) equals the
 file-based figure for the exported model byte for byte. Flash (the .tflite size) is modelled
-from what the flatbuffer stores plus calibrated overheads: within about 0.1% for whole-image
-tiny-cnn and tiny-vit models; patched tiny-cnn models can be off by up to ~2%, because the
+from what the flatbuffer stores plus calibrated overheads: within about 0.2% for whole-image
+tiny-cnn and tiny-vit models; patched tiny-cnn models can be off by up to ~3%, because the
 converter shares a buffer between patches whose quantized biases coincide, which depends on
 the calibration images.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from edgekit.search.budget import Budget
 from edgekit.search.errors import ImpossibleBudgetError, SearchError
-from edgekit.search.objectives import Footprint, footprint, provisional_memory
+from edgekit.search.objectives import Footprint, footprint
 from edgekit.search.report import render_report, report_files
 from edgekit.search.run import SearchResult, export_point, load_result, run_search
 from edgekit.search.store import TrialStore, read_records, read_run
@@ -37,7 +37,6 @@ __all__ = [
     "footprint",
     "load_result",
     "pareto_front",
-    "provisional_memory",
     "read_records",
     "read_run",
     "render_report",

@@ -4,10 +4,8 @@ Everything the search needs from the memory model, the latency model, the traine
 exporter goes through the functions here, so that wiring a different implementation is a change
 in one place:
 
-- :func:`memory_footprint` -> (arena, flash) bytes of a config on a board. It currently calls
-  :func:`provisional_memory`, a rough analytic stand-in (tensor liveness over the layer plan
-  plus fixed overheads). PROVISIONAL: replace its body with the config-based memory model
-  (``estimate_config(cfg, board)``) once that exists; nothing else in the search changes.
+- :func:`memory_footprint` -> (arena, flash) bytes of a config on a board:
+  :func:`edgekit.estimate.from_config.estimate_config_bytes`, exact for TFLite Micro.
 - :func:`latency_ms` -> :func:`edgekit.estimate.latency.estimate_latency_ms`.
 - :func:`evaluate_accuracy`, :func:`prepare_supernet`, :func:`finetune_subnet` -> training.
 - :func:`export_subnet` -> :func:`edgekit.export.export_model`.
@@ -20,9 +18,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,126 +54,18 @@ def footprint(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile) -> Foot
 
 
 def memory_footprint(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile) -> tuple[int, int]:
-    """(tensor arena bytes, flash bytes) of ``cfg`` on ``board`` per the memory model."""
-    return provisional_memory(space, cfg, board)
+    """(tensor arena bytes, flash bytes) of ``cfg`` on ``board`` per the config-based memory
+    model, for the board's pointer width and alignment (exact for TFLite Micro's reference
+    kernels; see ``edgekit.estimate.from_config``)."""
+    from edgekit.estimate.from_config import estimate_config_bytes
+
+    return estimate_config_bytes(cfg, device=board)
 
 
 def latency_ms(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile) -> float:
     from edgekit.estimate.latency import estimate_latency_ms
 
     return estimate_latency_ms(space, cfg, board)
-
-
-# --- provisional memory model ---------------------------------------------------------------
-# PROVISIONAL: a stand-in until the config-based memory model exists. Activations are int8
-# tensors (one byte per element) planned by liveness (what is alive at each operator); the
-# runtime's persistent structures and the flatbuffer's overhead are rough per-op / per-tensor
-# constants. It is not exact and must not be reported as the final memory model.
-_ALIGN = 16
-
-
-def _aligned(size: int) -> int:
-    return -(-size // _ALIGN) * _ALIGN
-
-
-def _elements(shape: Iterable[int]) -> int:
-    return math.prod(shape)
-
-
-def provisional_memory(
-    space: SearchSpace, cfg: ArchConfig, board: DeviceProfile
-) -> tuple[int, int]:
-    """PROVISIONAL (arena bytes, flash bytes) of ``cfg``: int8 activation peak by tensor
-    liveness over the layer plan, plus rough constants for the runtime's structures and the
-    flatbuffer. To be replaced by the config-based memory model."""
-    plan = list(space.layer_plan(cfg))  # type: ignore[attr-defined]
-    if plan and hasattr(plan[0], "in_shape"):
-        peak, ops, tensors, channels, weights = _cnn_memory(space, cfg, plan)
-    else:
-        peak, ops, tensors, channels, weights = _vit_memory(plan)
-    scale = board.pointer_bytes / 4
-    persistent = 2048 + round(ops * 96 * scale) + round(tensors * 48 * scale) + 8 * channels
-    flash = 2048 + weights + 16 * channels + 200 * ops + 80 * tensors
-    return _aligned(peak) + _aligned(persistent), flash
-
-
-def _cnn_memory(
-    space: SearchSpace, cfg: ArchConfig, layers: list[Any]
-) -> tuple[int, int, int, int, int]:
-    """(activation peak, ops, tensors, weighted output channels, weight bytes) of a tiny-cnn."""
-    names = [layer.name for layer in layers]
-    # The tensor a residual layer adds back is the input of its ``residual_from`` layer.
-    held_until = {names.index(layer.residual_from): i for i, layer in enumerate(layers)
-                  if layer.residual_from}  # fmt: skip
-    sizes = [_elements(layers[0].in_shape)] + [_elements(layer.out_shape) for layer in layers]
-    plan = space.patch_plan(cfg) if hasattr(space, "patch_plan") else None
-    start, peak = 0, 0
-    if plan is not None:
-        start = plan.num_layers
-        image = _aligned(sizes[0])
-        done = 0
-        for steps in plan.patches:
-            for i, step in enumerate(steps):
-                layer = layers[i]
-                live = image + done
-                live += _aligned(_area(step.in_region) * layer.in_shape[2])
-                live += _aligned(_area(step.out_region) * layer.out_shape[2])
-                if layer.rank:
-                    live += _aligned(_area(step.out_region) * layer.rank)
-                peak = max(peak, live)
-            done += _aligned(_area(steps[-1].out_region) * layers[start - 1].out_shape[2])
-        peak = max(peak, 2 * _aligned(sizes[start]))  # patch outputs + their concatenation
-    for i in range(start, len(layers)):
-        layer = layers[i]
-        held = sum(_aligned(sizes[j]) for j, end in held_until.items() if j < i <= end)
-        live = held + _aligned(sizes[i]) + _aligned(sizes[i + 1])
-        if layer.rank:
-            live += _aligned(layer.out_shape[0] * layer.out_shape[1] * layer.rank)
-        peak = max(peak, live)
-    ops = sum(2 if layer.rank else 1 for layer in layers) + len(held_until)
-    channels, weights = 0, 0
-    for layer in layers:
-        c_out = layer.out_shape[2]
-        if layer.op in ("conv2d", "depthwise_conv2d"):
-            # BatchNorm folds into an int32 bias per output channel.
-            weights += layer.params - 2 * c_out + 4 * c_out
-            channels += c_out + layer.rank
-        elif layer.op == "fully_connected":
-            weights += layer.params + 3 * c_out
-            channels += c_out
-    if plan is not None:
-        ops += (len(plan.patches) - 1) * 3 * plan.num_layers + plan.grid + 1
-    return peak, ops, ops + 1, channels, weights
-
-
-def _area(region: tuple[int, int, int, int]) -> int:
-    return (region[1] - region[0]) * (region[3] - region[2])
-
-
-def _vit_memory(ops: list[Any]) -> tuple[int, int, int, int, int]:
-    """(activation peak, ops, tensors, weighted output channels, weight bytes) of a tiny-vit."""
-    index = {op.name: i for i, op in enumerate(ops)}
-    last_use = {op.name: i for i, op in enumerate(ops)}
-    for i, op in enumerate(ops):
-        for source in op.inputs:
-            last_use[source] = max(last_use.get(source, i), i)
-    sizes = {op.name: _aligned(_elements(op.out_shape)) for op in ops}
-    embed = ops[0]  # the patch embedding reads the image: kernel p, stride p
-    kernel, width = embed.attrs["kernel"], embed.out_shape[-1]
-    channels_in = (embed.params - width) // (kernel * kernel * width)
-    image = _aligned((embed.out_shape[0] * kernel) ** 2 * channels_in)
-    peak = 0
-    for i, op in enumerate(ops):
-        live = sum(size for name, size in sizes.items() if index[name] <= i <= last_use[name])
-        if i == 0:
-            live += image
-        if op.op == "layer_norm":  # the decomposed chain keeps two more tensors of its size
-            live += 2 * sizes[op.name]
-        peak = max(peak, live)
-    channels = sum(op.out_shape[-1] for op in ops if op.op in ("conv2d", "fully_connected"))
-    weights = sum(op.params for op in ops) + 3 * channels
-    decomposed = sum(8 for op in ops if op.op == "layer_norm")
-    return peak, len(ops) + decomposed, len(ops) + decomposed + 1, channels, weights
 
 
 # --- accuracy --------------------------------------------------------------------------------
@@ -412,7 +301,6 @@ __all__ = [
     "load_module_state",
     "memory_footprint",
     "prepare_supernet",
-    "provisional_memory",
     "same_function",
     "save_module_state",
 ]

@@ -193,7 +193,7 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
         "spaces": spaces,
         "exports": exports,
         "finetunes": list(data["finetunes"].values()),
-        "memory_model": "provisional analytic estimate (edgekit.search.objectives)",
+        "memory_model": "config-based TFLite Micro model (edgekit.estimate.from_config)",
         "latency_model": "analytic, uncalibrated priors (edgekit.estimate.latency)",
     }
 

@@ -16,6 +16,7 @@ from edgekit.estimate.errors import (
     UnsupportedOperatorError,
 )
 from edgekit.estimate.flash import FlashReport
+from edgekit.estimate.from_config import ConfigEstimate, estimate_config, estimate_config_bytes
 from edgekit.estimate.ground_truth import TflmMeasurement, measure_tflm, measure_tflm_arena
 from edgekit.estimate.report import MemoryReport, OpMemory, TensorUse, analyze_tflite
 from edgekit.estimate.runtime import FIRMWARE_32BIT, PYTHON_X86_64, RuntimeConfig
@@ -25,6 +26,7 @@ __all__ = [
     "FIRMWARE_32BIT",
     "KERNELS",
     "PYTHON_X86_64",
+    "ConfigEstimate",
     "FitReport",
     "FlashReport",
     "MemoryModelError",
@@ -37,6 +39,8 @@ __all__ = [
     "TflmRuntimeError",
     "UnsupportedOperatorError",
     "analyze_tflite",
+    "estimate_config",
+    "estimate_config_bytes",
     "fits",
     "measure_tflm",
     "measure_tflm_arena",

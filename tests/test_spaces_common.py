@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET_FIELDS = ("num_classes", "in_channels")
 
 
-@pytest.fixture(params=SPACES)
+@pytest.fixture(scope="module", params=SPACES)
 def space(request):
     return get_space(request.param)
 
@@ -170,15 +170,16 @@ def test_from_dict_rejects_unknown_missing_and_foreign(space):
 
 
 # --- torch side --------------------------------------------------------------------------------
-@pytest.fixture
+@pytest.fixture(scope="module")
 def trained(space):
-    """A supernet after a few random sandwich steps, so weights and BN stats are non-trivial."""
+    """A supernet after a few random sandwich steps, so weights and BN stats are non-trivial.
+    Shared by the tests of one space: they must leave it as they found it."""
     torch.manual_seed(0)
     supernet = space.build_supernet()
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.05, momentum=0.9)
     rng = random.Random(0)
     supernet.train()
-    for _ in range(3):
+    for _ in range(2):
         optimizer.zero_grad()
         for cfg in (space.largest(), space.sample(rng), space.sample(rng)):
             supernet.set_active(cfg)

@@ -1,7 +1,13 @@
 """Default training settings per space, tuned on the bundled digits data (2 CPU cores).
 
 ``benchmarks/supernet.py`` measures them; ``edgekit train-supernet`` uses them for every option
-the user leaves out.
+the user leaves out. Why these values (measured on digits, 1 thread):
+
+- tiny-cnn: SGD beat AdamW for the smallest subnet (AdamW's per-weight step normalisation lets
+  the largest subnet's gradients dominate the shared weights); lr 0.1 was worse than 0.05; a
+  6x loss weight on the smallest subnet lifted it from ~84% to ~94% at 10 epochs.
+- tiny-vit: AdamW at lr 1e-3 (1.5e-3 stalled for 10 epochs); distillation ramped in over the
+  first epochs (a near-uniform early teacher slowed learning ~2x); no label smoothing.
 """
 
 from __future__ import annotations
@@ -9,11 +15,27 @@ from __future__ import annotations
 from typing import Any
 
 # Settings for spaces without a tuned recipe.
-_GENERIC: dict[str, Any] = {"epochs": 20, "batch_size": 64, "lr": 2e-3}
+_GENERIC: dict[str, Any] = {"epochs": 20, "batch_size": 32, "lr": 1e-3}
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny-cnn": {"epochs": 20, "batch_size": 64, "lr": 3e-3},
-    "tiny-vit": {"epochs": 30, "batch_size": 64, "lr": 2e-3},
+    "tiny-cnn": {
+        "epochs": 12,
+        "batch_size": 32,
+        "lr": 0.05,
+        "optimizer": "sgd",
+        "weight_decay": 5e-4,
+        "num_random": 1,
+        "smallest_weight": 6.0,
+    },
+    "tiny-vit": {
+        "epochs": 30,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "num_random": 1,
+        "distill_warmup_epochs": 8,
+        "label_smoothing": 0.0,
+        "grad_clip": 0.0,
+    },
 }
 
 

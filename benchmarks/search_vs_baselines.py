@@ -16,7 +16,10 @@ Steps (everything is kept in ``--out`` and resumes after an interruption):
 3. Three searches on that supernet with the same number of accuracy evaluations and the same
    budgets: NSGA-II with the GBDT predictor (the tool's default), NSGA-II without it, and random
    search. Each fine-tunes its chosen model for ``finetune_epochs`` epochs and exports it.
-4. A markdown table: int8 test accuracy (TFLite Micro, whole CIFAR-10 test split), arena,
+4. With ``--retrain`` (default): each search's chosen architecture trained exactly like
+   ResNet-8 (same recipe, same ``epochs + finetune_epochs`` epochs), starting from its
+   supernet weights, then exported the same way: the architectures compared at equal training.
+5. A markdown table: int8 test accuracy (TFLite Micro, whole CIFAR-10 test split), arena,
    flash, whether each fits, epochs and wall time; plus the predictor's rank correlation.
 
 Training budget: every model sees ``epochs + finetune_epochs`` passes over the training data
@@ -75,6 +78,13 @@ def main() -> int:
         "(0: all 45000)",
     )
     parser.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    parser.add_argument(
+        "--retrain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train each chosen architecture exactly like ResNet-8 (its recipe and "
+        "epochs, starting from the supernet's weights) and export it (default: on)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -108,8 +118,15 @@ def main() -> int:
             args.out / f"search-{name}.json",
             lambda name=name: _search(name, splits, supernet_path, baseline, args),
         )
+    retrained = {}
+    if args.retrain:
+        for name in args.strategies:
+            retrained[name] = _cached(
+                args.out / f"retrain-{name}.json",
+                lambda name=name: _retrain(name, splits, supernet_path, baseline, args),
+            )
     print(_table(baseline, results, supernet_seconds, args, torch.get_num_threads(),
-                 time.perf_counter() - started))  # fmt: skip
+                 time.perf_counter() - started, retrained))  # fmt: skip
     return 0
 
 
@@ -172,7 +189,7 @@ def _resnet8_module(num_classes: int, in_channels: int) -> Any:
     return ResNet8()
 
 
-def _train(module: Any, splits: Any, epochs: int, seed: int) -> None:
+def _train(module: Any, splits: Any, epochs: int, seed: int, label: str = "ResNet-8") -> None:
     """The supernet trainer's recipe (edgekit.training.TrainSettings) on one network."""
     import torch
     import torch.nn.functional as F
@@ -217,7 +234,7 @@ def _train(module: Any, splits: Any, epochs: int, seed: int) -> None:
             torch.nn.utils.clip_grad_norm_(module.parameters(), r["grad_clip"])
             optimizer.step()
             scheduler.step()
-        logger.info("ResNet-8 epoch %d/%d: loss %.3f", epoch + 1, epochs, float(loss))
+        logger.info("%s epoch %d/%d: loss %.3f", label, epoch + 1, epochs, float(loss.detach()))
     module.eval()
 
 
@@ -368,6 +385,58 @@ def _search(name: str, splits: Any, supernet: Path, baseline: dict[str, Any],
     }
 
 
+class _Resized:
+    """A supernet with one subnet active, fed the dataset's images (resized to the subnet's
+    resolution), so that ``_train`` can train it like any network."""
+
+    def __init__(self, space: Any, supernet: Any, cfg: Any) -> None:
+        self.space, self.supernet, self.cfg = space, supernet, cfg
+        supernet.set_active(cfg)
+
+    def __call__(self, x: Any) -> Any:
+        from edgekit.training import prepare_input
+
+        return self.supernet(prepare_input(self.space, x, self.cfg))
+
+    def __getattr__(self, name: str) -> Any:  # parameters(), train(), eval() ...
+        return getattr(self.supernet, name)
+
+
+def _retrain(name: str, splits: Any, supernet_path: Path, baseline: dict[str, Any],
+             args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    from edgekit.profiles import load_profile
+    from edgekit.search import load_result
+    from edgekit.search.objectives import export_subnet
+    from edgekit.training import load_supernet
+
+    chosen = load_result(args.out / f"search-{name}").chosen
+    if chosen is None:
+        return {"genome": None}
+    space, supernet, _ = load_supernet(supernet_path)
+    cfg = space.from_dict(chosen.config)
+    epochs = args.epochs + args.finetune_epochs
+    started = time.perf_counter()
+    _train(_Resized(space, supernet, cfg), splits, epochs, args.seed, label=chosen.genome)
+    train_seconds = time.perf_counter() - started
+    export = export_subnet(space, supernet, cfg, splits, args.out / f"retrain-{name}",
+                           board=load_profile(BOARD), seed=args.seed)  # fmt: skip
+    arena = export.get("arena_firmware_bytes")
+    return {
+        "genome": chosen.genome,
+        "epochs": epochs,
+        "train_seconds": round(train_seconds, 1),
+        "int8_test_accuracy": export.get("int8_test_accuracy"),
+        "fp32_test_accuracy": export.get("fp32_test_accuracy"),
+        "arena_board_bytes": arena,
+        "flash_bytes": export.get("flash_bytes"),
+        "fits": (
+            arena is not None
+            and arena <= baseline["arena_board_bytes"]
+            and export["flash_bytes"] <= baseline["flash_bytes"]
+        ),
+    }
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -377,7 +446,8 @@ def _kb(value: int | None) -> str:
 
 
 def _table(baseline: dict[str, Any], results: dict[str, dict[str, Any]], supernet_seconds: float,
-           args: argparse.Namespace, threads: int, seconds: float) -> str:  # fmt: skip
+           args: argparse.Namespace, threads: int, seconds: float,
+           retrained: dict[str, dict[str, Any]]) -> str:  # fmt: skip
     lines = [
         f"## Search vs baselines on CIFAR-10{' (--quick)' if args.quick else ''}",
         "",
@@ -405,6 +475,16 @@ def _table(baseline: dict[str, Any], results: dict[str, dict[str, Any]], superne
             f"{args.finetune_epochs} epochs | {_percent(r['int8_test_accuracy'])} | "
             f"{_kb(r['arena_board_bytes'])} | {_kb(r['flash_bytes'])} | "
             f"{'yes' if r['fits'] else 'NO'} | {r['seconds']:.0f} s search + export |"
+        )
+    for name, r in retrained.items():
+        if r.get("genome") is None:
+            continue
+        lines.append(
+            f"| {labels.get(name, name)}'s architecture trained like ResNet-8 `{r['genome']}` | "
+            f"{r['epochs']} epochs from the supernet's weights, ResNet-8's recipe | "
+            f"{_percent(r['int8_test_accuracy'])} | {_kb(r['arena_board_bytes'])} | "
+            f"{_kb(r['flash_bytes'])} | {'yes' if r['fits'] else 'NO'} | "
+            f"{r['train_seconds']:.0f} s training |"
         )
     lines += ["", "| search | best val acc (inherited) | chosen val acc | over budget | "
               "screened out | predictor Kendall tau |", "|---|---|---|---|---|---|"]  # fmt: skip

@@ -45,10 +45,17 @@ def main() -> int:
     parser.add_argument("--out-dir", type=Path, help="keep checkpoints here (default: temp)")
     parser.add_argument("--cifar", type=Path, default=DEFAULT_CIFAR, help="CIFAR-10 folder")
     parser.add_argument("--skip-cifar", action="store_true")
+    parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--cifar-space", default="tiny-cnn")
     parser.add_argument("--cifar-epochs", type=int, default=4)
     parser.add_argument(
         "--cifar-images", type=int, default=6000, help="training images (and test images) used"
+    )
+    parser.add_argument(
+        "--cifar-checkpoint",
+        type=Path,
+        help="evaluate this finished CIFAR-10 supernet checkpoint instead of training one (e.g. "
+        "the one benchmarks/search_vs_baselines.py trains; pass the --cifar-images it used)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -65,8 +72,9 @@ def main() -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         print(f"# Supernet benchmark{' (--quick)' if args.quick else ''}\n")
         print(_machine(torch.get_num_threads()) + "\n")
-        rows = [_digits_run(name, args, out_dir) for name in spaces]
-        print(_digits_table(rows, args.quick))
+        rows = [] if args.skip_digits else [_digits_run(name, args, out_dir) for name in spaces]
+        if rows:
+            print(_digits_table(rows, args.quick))
         if args.skip_cifar:
             print("\nCIFAR-10: skipped (--skip-cifar).")
         elif not args.cifar.is_dir():
@@ -161,41 +169,55 @@ def _digits_table(rows: list[dict[str, Any]], quick: bool) -> str:
 def _cifar_run(args: argparse.Namespace, out_dir: Path) -> str:
     from edgekit.data import load_dataset
     from edgekit.spaces import get_space
-    from edgekit.training import recipe, train_supernet
+    from edgekit.training import load_supernet, recipe, train_supernet
 
     images = 256 if args.quick else args.cifar_images
-    epochs = 1 if args.quick else args.cifar_epochs
     splits = load_dataset(args.cifar, seed=args.seed, max_per_split=images)
-    space = get_space(
-        args.cifar_space, num_classes=splits.num_classes, in_channels=splits.input_shape[2]
-    )
-    settings = {**recipe(space.name), "epochs": epochs, "shift": 4, "hflip": True}
-    logger.info("training %s on CIFAR-10: %s", space.name, settings)
     started = time.perf_counter()
-    result = train_supernet(
-        space, splits, checkpoint_path=out_dir / f"{space.name}-cifar10.pt", seed=args.seed,
-        **settings,
-    )  # fmt: skip
-    train_s = time.perf_counter() - started
+    if args.cifar_checkpoint:
+        space, supernet, meta = load_supernet(args.cifar_checkpoint)
+        settings = meta["settings"]
+        epochs = meta["epoch"]
+        train_s = sum(epoch["seconds"] for epoch in meta["history"])
+        source = f"checkpoint `{args.cifar_checkpoint.name}`"
+    else:
+        epochs = 1 if args.quick else args.cifar_epochs
+        space = get_space(
+            args.cifar_space, num_classes=splits.num_classes, in_channels=splits.input_shape[2]
+        )
+        settings = {**recipe(space.name), "epochs": epochs, "shift": 4, "hflip": True}
+        logger.info("training %s on CIFAR-10: %s", space.name, settings)
+        result = train_supernet(
+            space, splits, checkpoint_path=out_dir / f"{space.name}-cifar10.pt", seed=args.seed,
+            **settings,
+        )  # fmt: skip
+        supernet = result.supernet
+        train_s = time.perf_counter() - started
+        source = "trained here"
     rng = random.Random(args.seed)
     subnets = [("largest", space.largest()), ("smallest", space.smallest())]
     subnets += [(f"random {i + 1}", space.sample(rng)) for i in range(5)]
+    augment = ", ".join(
+        f"{k} {settings[k]}" for k in ("optimizer", "lr", "batch_size", "shift", "hflip")
+        if k in settings
+    )  # fmt: skip
     lines = [
         f"## CIFAR-10 short run ({space.name})\n",
         f"{len(splits.train)} training / {len(splits.test)} test images of "
-        f"{args.cifar.name} (32x32 RGB), {epochs} epoch(s), training {train_s / 60:.1f} min, "
-        "random shifts of 4 px and horizontal flips.\n",
+        f"{args.cifar.name} (32x32 RGB), supernet {source}: {epochs} epoch(s), training "
+        f"{train_s / 60:.1f} min ({augment}).\n",
         "| subnet | genome | params | MACs | inherited | recalibrated |",
         "|---|---|---|---|---|---|",
     ]
+    evaluation_started = time.perf_counter()
     for label, cfg in subnets:
         counts = space.count(cfg)
-        inherited, recalibrated = _accuracies(space, result.supernet, cfg, splits)
+        inherited, recalibrated = _accuracies(space, supernet, cfg, splits)
         lines.append(
             f"| {label} | `{space.encode(cfg)}` | {counts.params:,} | {counts.macs:,} "
             f"| {inherited:.2%} | {recalibrated:.2%} |"
         )
-    lines.append(f"\nTotal with evaluation: {(time.perf_counter() - started) / 60:.1f} min.")
+    lines.append(f"\nEvaluation: {(time.perf_counter() - evaluation_started) / 60:.1f} min.")
     return "\n".join(lines)
 
 

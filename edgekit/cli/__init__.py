@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "edgekit.cli.data",
     "edgekit.cli.space",
     "edgekit.cli.train",
+    "edgekit.cli.estimate",
     "edgekit.cli.export",
     "edgekit.cli.search",
     "edgekit.cli.report",

@@ -213,6 +213,42 @@ def summarize(profiles: Sequence[OpProfile], config: RuntimeConfig) -> TailSumma
     )
 
 
+# What the arena reads from one run: (options_drop, ops, op_data, first_op_data, peak,
+# persist, scratch buffers); see TailSummary.
+RunTerms = tuple[tuple[int, ...], int, int, int, int, int, int]
+
+
+def run_terms(run: TailSummary) -> RunTerms:
+    return (
+        run.options_drop, run.ops, run.op_data, run.first_op_data, run.peak, run.persist,
+        len(run.scratch),
+    )  # fmt: skip
+
+
+def compose_runs(runs: Sequence[RunTerms], config: RuntimeConfig) -> RunTerms:
+    """One run's terms for consecutive runs (what :func:`arena_from_terms` reads of them in
+    turn, folded ahead of time)."""
+    request, pointer = _fixed(config).request, _fixed(config).pointer
+    drops = []
+    for start in range(pointer):
+        residue, total = start, 0
+        for run in runs:
+            drop = run[0][residue]
+            total += drop
+            residue = (residue - drop) % pointer
+        drops.append(total)
+    ops = op_data = first_op_data = persisted = scratch_count = peak = 0
+    for _, run_ops, run_op_data, run_first_op_data, run_peak, persist, scratch in runs:
+        ops += run_ops
+        op_data += run_op_data
+        if not first_op_data:
+            first_op_data = run_first_op_data
+        peak = max(peak, persisted + request * scratch_count + run_peak)
+        persisted += persist
+        scratch_count += scratch
+    return tuple(drops), ops, op_data, first_op_data, peak, persisted, scratch_count
+
+
 def arena_figures(
     runs: Sequence[TailSummary],
     high_water: int,
@@ -225,49 +261,62 @@ def arena_figures(
     ``runs`` summarise the operators in order; ``high_water`` is the memory plan's head for
     its ``request_count`` planned buffers (the input, every op output, every scratch buffer).
     """
+    terms = [run_terms(run) for run in runs]
+    return arena_from_terms(terms, high_water, request_count, tensor_count, config)
+
+
+def arena_from_terms(
+    runs: Sequence[RunTerms],
+    high_water: int,
+    request_count: int,
+    tensor_count: int,
+    config: RuntimeConfig,
+) -> ArenaFigures:
+    """:func:`arena_figures` from each run's :func:`run_terms` (kept by the fast path)."""
     fixed = _fixed(config)
     alignment = config.alignment
     pointer = fixed.pointer
     if alignment % fixed.modulus:
         raise NotImplementedError(f"alignment {alignment} below 8 or the pointer size")
     request = fixed.request
-    base_head = request * _MAX_SCRATCH_BUFFERS_PER_OP
-    op_count = sum(run.ops for run in runs)
 
-    # Options structs: a chain of align-down steps from a pointer-aligned tail.
-    residue = options_drop = 0
-    for run in runs:
-        drop = run.options_drop[residue]
+    # One pass over the runs. Options structs: a chain of align-down steps from a
+    # pointer-aligned tail. From the first OpData on the tail is arena-aligned: every Prepare
+    # constraint is (OpData bytes after the first) + persist so far + scratch-request list +
+    # the run's own peak; ``prepare_peak`` is the largest of the last three.
+    residue = options_drop = op_count = op_data = first_op_data = 0
+    persisted = scratch_count = prepare_peak = 0
+    for drops, ops, run_op_data, run_first_op_data, run_peak, persist, scratch in runs:
+        drop = drops[residue]
         options_drop += drop
         residue = (residue - drop) % pointer
-    fixed_drop = fixed.prefix + fixed.eval_tensor * tensor_count + fixed.node * op_count
-
-    # From the first OpData on the tail is arena-aligned: ``used`` counts the bytes after that
-    # first OpData, ``most`` the maximum of (constraint + used) over every later event.
-    first_op_data = next((run.first_op_data for run in runs if run.first_op_data), 0)
+        op_count += ops
+        op_data += run_op_data
+        if not first_op_data:
+            first_op_data = run_first_op_data
+        peak = persisted + request * scratch_count + run_peak
+        if peak > prepare_peak:
+            prepare_peak = peak
+        persisted += persist
+        scratch_count += scratch
     if not first_op_data:
         raise NotImplementedError("model without any OpData")
-    used = sum(run.op_data for run in runs) - align_up(first_op_data, alignment)
-    most = used + base_head  # the last OpData must fit above the scratch-request list
-    scratch_count = 0
-    for run in runs:
-        head = request * (scratch_count + _MAX_SCRATCH_BUFFERS_PER_OP)
-        most = max(most, used + head + run.peak)
-        used += run.persist
-        scratch_count += len(run.scratch)
-    head = request * (scratch_count + _MAX_SCRATCH_BUFFERS_PER_OP)
+    fixed_drop = fixed.prefix + fixed.eval_tensor * tensor_count + fixed.node * op_count
+    base_head = request * _MAX_SCRATCH_BUFFERS_PER_OP
+    used = op_data - align_up(first_op_data, alignment)
+    # (the last OpData must fit above the scratch-request list)
+    most = used + base_head + prepare_peak
+    used += persisted
+    head = base_head + request * scratch_count
 
-    # FinishModelAllocation: a short replay relative to the (arena-aligned) tail reached.
+    # FinishModelAllocation: a short replay relative to the (arena-aligned) tail reached; the
+    # tail only grows, so each persistent allocation's constraint is checked where it is the
+    # largest (after the scratch pointers; after the input's and output's TfLiteTensor).
     rel = 0  # tail relative to the tail after Prepare
-    temp = head
-
-    def persist(size: int, align: int, over: int) -> None:
-        nonlocal rel, most
-        rel = (rel - size) // align * align
-        most = max(most, used - rel + over)
-
     if scratch_count:
-        persist(pointer * scratch_count, pointer, head)
+        rel = (rel - pointer * scratch_count) // pointer * pointer
+        most = max(most, used - rel + head)
+    temp = head
     size, align = fixed.size_t
     temp = align_up(temp, align) + size
     most = max(most, used - rel + temp)
@@ -278,34 +327,37 @@ def arena_figures(
     most = max(
         most, used - align_down(rel, alignment) + align_up(temp, alignment) + plan_bytes
     )
-    most = max(most, used - rel + high_water)
     io = fixed.io_tensor
     for _ in range(2):  # the input's and the output's TfLiteTensor
-        persist(pointer, alignment, high_water)
+        rel = (rel - pointer) // alignment * alignment
         for i in range(0, len(io), 2):
-            persist(io[i], io[i + 1], high_water)
+            rel = (rel - io[i]) // io[i + 1] * io[i + 1]
+    most = max(most, used - rel + high_water)
     total = used - rel  # tail bytes after the first OpData
 
-    period = alignment  # tail offsets depend on the arena size modulo this
+    # An arena of size a fits iff a - used_before(a) >= most, where used_before (the tail up
+    # to and including the first OpData) depends on a only through a % alignment. That
+    # left side is nondecreasing in a (see search_arena), so minimum_arena's search finds
+    # the smallest fitting a above its starting point.
     before = fixed_drop + options_drop + first_op_data
+    low = max(0, high_water + total - alignment - _aligned_part(0, pointer, alignment, before))
+    arena = max(low + 1, _smallest_fit(most, pointer, alignment, before))
+    return ArenaFigures(arena, high_water, total - _aligned_part(0, pointer, alignment, before))
 
-    def used_before(residue: int) -> int:
-        """Tail bytes up to and including the first OpData, for an arena of this residue."""
-        x = (residue // pointer) * pointer - before
-        return residue - (x // alignment) * alignment
 
-    # minimum_arena's own search, step for step: fits(a) replays every event for arena a.
-    low = max(0, high_water + used_before(0) + total - alignment)
-    step = alignment
-    high = low + step
-    while high < used_before(high % period) + most:
-        low, step = high, step * 2
-        high = low + step
-    while high - low > 1:
-        middle = (low + high) // 2
-        if middle >= used_before(middle % period) + most:
-            high = middle
-        else:
-            low = middle
-    layout = align_up(high, alignment)
-    return ArenaFigures(high, high_water, used_before(layout % period) + total)
+def _aligned_part(residue: int, pointer: int, alignment: int, before: int) -> int:
+    """``residue - used_before(residue)``: minus the bytes used up to the first OpData,
+    rounded to the arena alignment, for an arena of this residue modulo the alignment."""
+    return (residue // pointer * pointer - before) // alignment * alignment
+
+
+def _smallest_fit(most: int, pointer: int, alignment: int, before: int) -> int:
+    """The smallest a >= 0 with ``alignment * (a // alignment) + _aligned_part(a % alignment)
+    >= most``; ``_aligned_part`` grows with the residue and by at most ``alignment`` over
+    one period, so the left side is nondecreasing in a."""
+    top = _aligned_part(alignment - 1, pointer, alignment, before)
+    blocks = max(0, -(-(most - top) // alignment))
+    for residue in range(0, alignment, pointer):
+        if alignment * blocks + _aligned_part(residue, pointer, alignment, before) >= most:
+            return alignment * blocks + residue
+    raise AssertionError("unreachable: the last residue fits")

@@ -7,38 +7,59 @@ scopes where its tensors are last read (relative to the piece), how many tensors
 its flash bytes. A config is then a concatenation of cached pieces; constants merged by value
 across pieces (axes, the LayerNorm epsilon) and buffers with equal data (zero biases of one
 length) are counted once when assembling.
+
+Speed for a search loop (new configs; see ``benchmarks/memory_config_accuracy.py``): a piece is
+found by a key read straight off the config's fields (:func:`_cnn_keys`, :func:`_vit_keys`),
+so no layer plan is built unless a key is new; each cached piece keeps its arena terms and
+memory plan ready for assembly; and the chain's plan reuses per-piece partial plans and stops
+once the rest of the chain cannot raise the high-water mark. A patched tiny-cnn whose patches
+cover two stages has a patched piece per (kernel sizes, expand ratios) of its first stage,
+which is rarely seen before: that piece is assembled from cached per-patch layers
+(:func:`_assembled_patched`, a few milliseconds: its memory plan is made anew) and not kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from edgekit.estimate._config_arena import (
     ArenaFigures,
     OpKey,
+    RunTerms,
     TailSummary,
-    arena_figures,
+    arena_from_terms,
+    compose_runs,
     op_profile,
+    run_terms,
     summarize,
 )
 from edgekit.estimate._config_graph import (
+    ARITH_CONSTANT,
     FLASH_OVERHEAD,
     FlashTerms,
     GraphBuilder,
+    Op,
     Tensor,
+    _align4,
     tensor_bytes,
 )
 from edgekit.estimate._config_plan import PlanPiece, chain_high_water, clear_plan_cache, plan_piece
 from edgekit.estimate._config_spaces import (
     INPUT_NAME,
+    PATCH_NAME,
     build_piece,
+    cnn_patch_slice,
+    cnn_patch_unit,
+    layer_key,
     piece_entry_shape,
     pieces_of,
     start,
 )
 from edgekit.estimate.runtime import RuntimeConfig
-from edgekit.spaces.tiny_cnn import TinyCnnConfig
+from edgekit.spaces.tiny_cnn import CnnLayer, TinyCnnConfig, layer_plan, patch_plan
 from edgekit.spaces.tiny_vit import TinyVitConfig
 
 SpaceConfig = TinyCnnConfig | TinyVitConfig
@@ -60,38 +81,53 @@ class Piece:
     shared: tuple[tuple[tuple, int], ...]  # (same-data key, flash bytes of the buffer)
     flash: int  # flash bytes of everything else it adds
     opcodes: frozenset[str]
+    # Flash of merged constants that keep a TensorFlow name unless merged again elsewhere.
+    renamed: tuple[tuple[tuple, int], ...] = ()
+    entry_lasts: tuple[int, ...] = ()  # scope of the last op reading each entry
 
 
-@functools.lru_cache(maxsize=65536)
+# Only needed until its bundles are made (patched pieces are large): a few recent ones.
+@functools.lru_cache(maxsize=256)
 def piece(kind: str, key: object) -> Piece:
     """Build one piece on its own builder and summarise it."""
     b = GraphBuilder()
     entry_node, entry = start(b, piece_entry_shape(kind, key), role="entry")
     build_piece(b, kind, key, (entry_node, entry))
+    return _summarise(b, (entry,))
+
+
+def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
+    """A piece's summary from its builder; ``entries``: the tensors it reads from before it
+    (``entry_last`` is the first one's)."""
     ops, tensors = b.finish()
     produced = {id(op.output): i for i, op in enumerate(ops)}
     lasts = [0] * len(ops)
-    entry_last = 0
+    entry_lasts = [0] * len(entries)
+    entry_index = {id(entry): i for i, entry in enumerate(entries)}
     for scope, op in enumerate(ops, start=1):
         for tensor in op.inputs:
             if tensor is None or tensor.constant:
                 continue
-            if tensor is entry:
-                entry_last = scope
+            if id(tensor) in entry_index:
+                entry_lasts[entry_index[id(tensor)]] = scope
             else:
                 lasts[produced[id(tensor)]] = scope
     assert all(lasts[:-1]) and not lasts[-1], "only a piece's last output may leave it"
     terms = FlashTerms()
     merged: dict[tuple, int] = {}
+    renamed: dict[tuple, int] = {}
     shared: dict[tuple, int] = {}
     count = 0
     for tensor in tensors:
-        if tensor is entry:
+        if id(tensor) in entry_index:
             continue
         if tensor.merge_key is not None:
             alone = FlashTerms()
             alone.add_tensor(tensor)
             merged[tensor.merge_key] = _weigh(alone)
+            if tensor.name != ARITH_CONSTANT:
+                own, arith = (_align4(len(name) + 1) for name in (tensor.name, ARITH_CONSTANT))
+                renamed[tensor.merge_key] = merged[tensor.merge_key] - own + arith
             continue
         count += 1
         terms.add_tensor(tensor, with_data=tensor.same_data_as is None)
@@ -105,31 +141,121 @@ def piece(kind: str, key: object) -> Piece:
         keys=tuple(op.key() for op in ops),
         sizes=tuple(op.output.nbytes for op in ops),
         lasts=tuple(lasts),
-        entry_last=entry_last,
+        entry_last=entry_lasts[0],
         tensors=count,
         merged=tuple(merged.items()),
         shared=tuple(shared.items()),
         flash=_weigh(terms),
         opcodes=frozenset(op.opcode for op in ops),
+        renamed=tuple(renamed.items()),
+        entry_lasts=tuple(entry_lasts),
     )
 
 
-@dataclass(frozen=True)
-class _Bundle:
-    """A piece with its runtime-dependent summaries."""
+class _Bundle(NamedTuple):
+    """A piece with its runtime-dependent summaries: all a config's assembly reads (a tuple,
+    so the assembly loop unpacks it in one step)."""
 
-    part: Piece
-    tail: TailSummary
+    tensors: int
+    requests: int  # planned buffers: op outputs and scratch buffers
+    flash: int
+    opcodes: int  # bit set, see _opcode_bit
+    merged: tuple[tuple[int, int], ...]  # as in Piece, keys numbered (see _key_number)
+    shared: tuple[tuple[int, int], ...]
     plan: PlanPiece
-    requests: int
+    run: RunTerms
 
 
-# runtime -> (piece kind, key) -> bundle; one lookup per piece and config.
-_BUNDLES: dict[RuntimeConfig, dict[tuple[str, object], _Bundle]] = {}
-_MAX_BUNDLES = 200_000
+_OPCODE_BITS: dict[str, int] = {}
+_KEY_NUMBERS: dict[tuple, int] = {}
 
 
+def _opcode_bit(opcode: str) -> int:
+    return 1 << _OPCODE_BITS.setdefault(opcode, len(_OPCODE_BITS))
+
+
+def _key_number(key: tuple) -> int:
+    """A number per merge key: nested tuples hash slowly, and a patched piece has dozens."""
+    return _KEY_NUMBERS.setdefault(key, len(_KEY_NUMBERS))
+
+
+# runtime -> fast key (see _cnn_keys / _vit_keys) -> bundle; one lookup per piece and config.
+_BUNDLES: dict[RuntimeConfig, dict[tuple, _Bundle]] = {}
+_MAX_BUNDLES = 20_000  # a patched piece's bundle can take ~0.1 MB
+
+
+def clear_caches() -> None:
+    """Forget every cached piece (for timing cold starts)."""
+    _BUNDLES.clear()
+    _bundle.cache_clear()
+    _unit.cache_clear()
+    _concats.cache_clear()
+    piece.cache_clear()
+    op_profile.cache_clear()
+    clear_plan_cache()
+
+
+def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
+    """One key per piece of :func:`pieces_of` (same order), read straight off the config:
+    each names what shapes its piece and nothing else, so equal keys mean equal pieces."""
+    res, width, rank = cfg.resolution, cfg.width_mult, cfg.rank_ratio
+    kernels, expands, depths = cfg.kernel_sizes, cfg.expand_ratios, cfg.depths
+    first_stage = 0  # the first stage run on the whole image
+    if cfg.patch_grid == 1:
+        keys = [("stem", res, width, cfg.in_channels)]  # stem and first block
+    elif cfg.patch_stages == 1:  # stem and first block: no low-rank convs
+        keys = [("patched", res, width, cfg.patch_grid, cfg.in_channels)]
+    else:
+        d = depths[0]
+        keys = [(
+            "patched", res, width, cfg.patch_grid, cfg.in_channels, rank, kernels[:d],
+            expands[:d],
+        )]  # fmt: skip
+        first_stage = 1
+    for stage in range(first_stage, 4):
+        i = 3 * stage  # tiny_cnn.MAX_DEPTH blocks per stage
+        for block in range(depths[stage]):
+            keys.append((stage, block, res, width, rank, kernels[i + block], expands[i + block]))
+    keys.append(("head", res, width, cfg.num_classes))
+    return keys
+
+
+def _vit_keys(cfg: TinyVitConfig) -> list[tuple]:
+    res, patch, embed = cfg.resolution, cfg.patch_size, cfg.embed_dim
+    tokens, ratio = (res // patch) ** 2, cfg.rank_ratio
+    keys = [("prologue", res, patch, embed, cfg.in_channels)]
+    for heads, mlp in zip(cfg.num_heads[: cfg.depth], cfg.mlp_ratio, strict=False):
+        keys.append((tokens, embed, heads, mlp, ratio))
+    keys.append(("epilogue", tokens, embed, cfg.num_classes))
+    return keys
+
+
+def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
+    keys = _cnn_keys(cfg) if isinstance(cfg, TinyCnnConfig) else _vit_keys(cfg)
+    cache = _BUNDLES.get(config)
+    if cache is None or len(cache) > _MAX_BUNDLES:
+        cache = _BUNDLES[config] = {}
+    try:
+        return [cache[key] for key in keys]
+    except KeyError:  # a key never seen: its piece may still be known under another key
+        specs = pieces_of(cfg)
+        assert len(specs) == len(keys), (keys, specs)
+        bundles = []
+        for key, spec in zip(keys, specs, strict=True):
+            bundle = cache.get(key)
+            if bundle is None:
+                if spec[0] == "cnn patched" and cfg.patch_stages == 2:
+                    # Rarely seen again (and large): assembled anew, not kept.
+                    bundle = _assembled_patched(cfg, config)
+                else:
+                    bundle = cache[key] = _bundle(spec, config)
+            bundles.append(bundle)
+        return bundles
+
+
+@functools.lru_cache(maxsize=8192)
 def _bundle(spec: tuple[str, object], config: RuntimeConfig) -> _Bundle:
+    """Build a piece (on a key never seen) and summarise it for ``config``."""
     kind, key = spec
     part = piece(kind, key)
     tail = summarize([op_profile(k, config) for k in part.keys], config)
@@ -138,15 +264,224 @@ def _bundle(spec: tuple[str, object], config: RuntimeConfig) -> _Bundle:
     plan = plan_piece(
         len(sizes), part.entry_last, sizes, part.lasts, tail.scratch, tail.scratch_scopes
     )
-    return _Bundle(part, tail, plan, len(sizes) + len(tail.scratch))
+    opcodes = 0
+    for opcode in part.opcodes:
+        opcodes |= _opcode_bit(opcode)
+    merged = tuple((_key_number(key), flash) for key, flash in part.merged)
+    shared = tuple((_key_number(key), flash) for key, flash in part.shared)
+    return _Bundle(
+        part.tensors, len(sizes) + len(tail.scratch), part.flash, opcodes, merged, shared, plan,
+        run_terms(tail),
+    )  # fmt: skip
 
 
-def clear_caches() -> None:
-    """Forget every cached piece (for timing cold starts)."""
-    _BUNDLES.clear()
-    piece.cache_clear()
-    op_profile.cache_clear()
-    clear_plan_cache()
+class _Unit(NamedTuple):
+    """One layer of one patch (or the slice of the image it reads), built on its own."""
+
+    ops: int
+    sizes: tuple[int, ...]  # aligned
+    lasts: tuple[int, ...]
+    entry_lasts: tuple[int, ...]  # of its input (and its residual's skip tensor)
+    scratch: tuple[int, ...]
+    scratch_scopes: tuple[int, ...]
+    tensors: int
+    flash: int
+    opcodes: int
+    # (key number, flash bytes, flash bytes once renamed by a merge) of merged constants
+    merged: tuple[tuple[int, int, int], ...]
+    shared: tuple[tuple[int, int], ...]
+    run: RunTerms
+
+
+@functools.lru_cache(maxsize=65536)
+def _unit(
+    key: tuple, in_shape: tuple[int, ...], skip_shape: tuple[int, ...] | None,
+    config: RuntimeConfig,
+) -> _Unit:  # fmt: skip
+    """A patch's layer (``key``: see ``cnn_patch_unit``) or, with a region for ``key``, the
+    slice of the image it starts from."""
+    b = GraphBuilder()
+    if skip_shape is None:
+        x_node, x = start(b, in_shape, role="entry")
+        entries: tuple[Tensor, ...] = (x,)
+        skip = None
+    else:
+        # As in the whole graph, the skip tensor's node is an ancestor of the input's (the
+        # converter's order follows node names, so the name sorts as the block's expand).
+        skip_node, skip_tensor = start(b, skip_shape, role="entry")
+        block = key[0][0].rsplit(".", 1)[0]
+        x_node, x = b.node(f"{PATCH_NAME}/{block}.expand", skip_node), Tensor(in_shape)
+        entries = (x, skip_tensor)
+        skip = (skip_node, skip_tensor)
+    if isinstance(key[0], int):
+        cnn_patch_slice(b, (x_node, x), key)
+    else:
+        cnn_patch_unit(b, (x_node, x), skip, key)
+    part = _summarise(b, entries)
+    renamed = dict(part.renamed)
+    tail = summarize([op_profile(k, config) for k in part.keys], config)
+    alignment = config.alignment
+    opcodes = 0
+    for opcode in part.opcodes:
+        opcodes |= _opcode_bit(opcode)
+    return _Unit(
+        len(part.keys), tuple(-(-size // alignment) * alignment for size in part.sizes),
+        part.lasts, part.entry_lasts, tail.scratch, tail.scratch_scopes, part.tensors,
+        part.flash, opcodes,
+        tuple((_key_number(key), flash, renamed.get(key, flash)) for key, flash in part.merged),
+        tuple((_key_number(key), flash) for key, flash in part.shared), run_terms(tail),
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _concats(
+    outputs: tuple[tuple[int, ...], ...], grid: int, config: RuntimeConfig
+) -> tuple[list[Op], TailSummary, int]:
+    """The patch outputs' CONCATENATIONs (each row, then the rows): ops, tail, flash."""
+    terms = FlashTerms()
+    rows = []
+    ops = []
+    for i in range(grid):
+        parts = [Tensor(shape) for shape in outputs[i * grid : (i + 1) * grid]]
+        shape = (1, parts[0].shape[1], sum(p.shape[2] for p in parts), parts[0].shape[3])
+        row = Tensor(shape, name=f"patch_row{i}/concat")
+        ops.append(Op("CONCATENATION", "", tuple(parts), row))
+        rows.append(ops[-1].output)
+    shape = (1, sum(r.shape[1] for r in rows), rows[0].shape[2], rows[0].shape[3])
+    ops.append(Op("CONCATENATION", "", tuple(rows), Tensor(shape, name="patch_merge/concat")))
+    for op in ops:
+        terms.add_tensor(op.output)
+        terms.add_op(op)
+    tail = summarize([op_profile(op.key(), config) for op in ops], config)
+    return ops, tail, _weigh(terms)
+
+
+@functools.lru_cache(maxsize=4096)
+def _patch_layer_key(layer: CnnLayer) -> tuple:
+    """A patch's layer does not depend on the full map's size (nor on its MACs)."""
+    return layer_key(dataclasses.replace(
+        layer, in_shape=(0, 0, layer.in_shape[2]), out_shape=(0, 0, layer.out_shape[2]),
+        pads=(0, 0, 0, 0), params=0, macs=0,
+    ))  # fmt: skip
+
+
+def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
+    """The bundle of a patched piece from its patches' layers, each cached on its own (far
+    fewer kinds than whole patched pieces). The converter merges identical ops: a patch whose
+    first layers run on the same region as an earlier patch's (same slice, same zeros) reuses
+    that patch's tensors up to where they part."""
+    plan = patch_plan(cfg)
+    assert plan is not None
+    layers = layer_plan(cfg)[: plan.num_layers]
+    # A patch's layer does not depend on the full map's size (nor on its MACs).
+    keys = [_patch_layer_key(layer) for layer in layers]
+    bounded = [i == 0 or layers[i - 1].act is not None for i in range(len(layers))]
+    names = [layer.name for layer in layers]
+    skip_of = {  # residual layer -> the layer whose input it adds
+        i: names.index(layer.residual_from)
+        for i, layer in enumerate(layers)
+        if layer.residual_from
+    }
+    image = (1, cfg.resolution, cfg.resolution, cfg.in_channels)
+    whole = (0, cfg.resolution, 0, cfg.resolution)
+    sizes: list[int] = []
+    lasts: list[int] = []
+    scratch: list[int] = []
+    scratch_scopes: list[int] = []
+    runs: list[RunTerms] = []
+    merged: dict[int, int] = {}
+    shared: dict[int, int] = {}
+    tensors = flash = opcodes = entry_last = base = 0
+    # (input tensor, layer, zeros) -> its output, (region,) -> its slice: indices in sizes
+    made: dict[tuple, int] = {}
+    outputs = []  # index of each patch's output in sizes
+    shapes = []
+
+    def add(unit: _Unit, inputs: tuple[int, ...]) -> int:
+        nonlocal tensors, flash, opcodes, entry_last, base
+        for index, last in zip(inputs, unit.entry_lasts, strict=True):
+            if index < 0:
+                entry_last = max(entry_last, base + last)
+            else:
+                lasts[index] = max(lasts[index], base + last)
+        sizes.extend(unit.sizes)
+        lasts.extend([base + last if last else 0 for last in unit.lasts])
+        scratch.extend(unit.scratch)
+        scratch_scopes.extend([base + scope for scope in unit.scratch_scopes])
+        runs.append(unit.run)
+        tensors += unit.tensors
+        flash += unit.flash
+        opcodes |= unit.opcodes
+        shared.update(unit.shared)
+        base += unit.ops
+        return len(sizes) - 1
+
+    def count_constants(unit: _Unit) -> None:
+        # A constant made twice is merged, so the converter renames it (even when the op
+        # that made it is merged away).
+        for key, own_flash, renamed_flash in unit.merged:
+            merged[key] = renamed_flash if key in merged else own_flash
+
+    for steps in plan.patches:
+        region = steps[0].in_region
+        if region == whole:
+            x = -1  # the image
+        else:
+            slice_unit = _unit(region, image, None, config)
+            count_constants(slice_unit)
+            x = made.get((region,), -2)
+            if x == -2:
+                x = made[(region,)] = add(slice_unit, (-1,))
+        inputs = [x]  # the input of each layer
+        for i, (step, layer) in enumerate(zip(steps, layers, strict=True)):
+            x_shape = (1, step.in_region[1] - step.in_region[0],
+                       step.in_region[3] - step.in_region[2], layer.in_shape[2])  # fmt: skip
+            oy0, oy1, ox0, ox1 = step.out_region
+            if i in skip_of:
+                sy0, sy1, sx0, sx1 = steps[skip_of[i]].in_region
+                unit_step = (step.layer, (0, 0, 0, 0), step.pads,
+                             (oy0 - sy0, oy1 - sy0, ox0 - sx0, ox1 - sx0))  # fmt: skip
+                skip_shape = (1, sy1 - sy0, sx1 - sx0, layers[skip_of[i]].in_shape[2])
+                unit_inputs = (x, inputs[skip_of[i]])
+            else:
+                unit_step = (step.layer, (0, 0, 0, 0), step.pads, (0, oy1 - oy0, 0, ox1 - ox0))
+                skip_shape = None
+                unit_inputs = (x,)
+            unit = _unit((keys[i], unit_step, bounded[i]), x_shape, skip_shape, config)
+            count_constants(unit)
+            # Same input and zeros: the same op, merged by the converter.
+            path = (x, i, step.pads)
+            x = made.get(path, -2)
+            if x == -2:
+                x = made[path] = add(unit, unit_inputs)
+            inputs.append(x)
+        outputs.append(x)
+        y0, y1, x0, x1 = steps[-1].out_region
+        shapes.append((1, y1 - y0, x1 - x0, layers[-1].out_shape[2]))
+    ops, tail, concat_flash = _concats(tuple(shapes), plan.grid, config)
+    alignment = config.alignment
+    grid = plan.grid
+    rows: list[int] = []
+    for i, op in enumerate(ops):
+        for index in outputs[i * grid : (i + 1) * grid] if i < grid else rows:
+            lasts[index] = base + i + 1
+        sizes.append(-(-op.output.nbytes // alignment) * alignment)
+        lasts.append(0)
+        rows.append(len(sizes) - 1)
+    scratch += tail.scratch
+    scratch_scopes += [base + scope for scope in tail.scratch_scopes]
+    runs.append(run_terms(tail))
+    tensors += len(ops)
+    flash += concat_flash
+    for op in ops:
+        opcodes |= _opcode_bit(op.opcode)
+    plan_part = plan_piece(
+        len(sizes), entry_last, sizes, lasts, scratch, scratch_scopes, transient=True
+    )
+    return _Bundle(
+        tensors, len(sizes) + len(scratch), flash, opcodes, tuple(merged.items()),
+        tuple(shared.items()), plan_part, compose_runs(runs, config),
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
@@ -158,40 +493,33 @@ def _input_flash(shape: tuple[int, ...]) -> int:
 
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
     """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's."""
-    specs = pieces_of(cfg)
-    input_shape = piece_entry_shape(*specs[0])
-    input_bytes = 1
-    for d in input_shape:
-        input_bytes *= d
-    cache = _BUNDLES.get(config)
-    if cache is None or len(cache) > _MAX_BUNDLES:
-        cache = _BUNDLES[config] = {}
-    runs: list[TailSummary] = []
-    plans: list[PlanPiece] = []
-    tensor_count = request_count = 1
-    merged: dict[tuple, int] = {}
-    shared: dict[tuple, int] = {}
-    opcodes: set[str] = set()
-    flash = FLASH_OVERHEAD["constant"] + _input_flash(input_shape)
-    for spec in specs:
-        bundle = cache.get(spec)
-        if bundle is None:
-            bundle = cache[spec] = _bundle(spec, config)
-        part = bundle.part
-        runs.append(bundle.tail)
-        plans.append(bundle.plan)
-        tensor_count += part.tensors
-        request_count += bundle.requests
-        if part.merged:
-            merged.update(part.merged)
-        if part.shared:
-            shared.update(part.shared)
-        opcodes |= part.opcodes
-        flash += part.flash
+    bundles = _bundles(cfg, config)
+    res, channels = cfg.resolution, cfg.in_channels
+    tensor_count = request_count = 1  # the input
+    flash = FLASH_OVERHEAD["constant"] + _input_flash((1, res, res, channels))
+    merged: dict[int, int] = {}
+    shared: dict[int, int] = {}
+    opcodes = 0
+    plans = []
+    runs = []
+    for tensors, requests, piece_flash, piece_opcodes, piece_merged, piece_shared, plan, run in (
+        bundles
+    ):
+        tensor_count += tensors
+        request_count += requests
+        flash += piece_flash
+        opcodes |= piece_opcodes
+        if piece_merged:
+            merged.update(piece_merged)
+        if piece_shared:
+            shared.update(piece_shared)
+        plans.append(plan)
+        runs.append(run)
     tensor_count += len(merged)
     flash += sum(merged.values()) + sum(shared.values())
-    flash += FLASH_OVERHEAD["opcode_kind"] * len(opcodes)
+    flash += FLASH_OVERHEAD["opcode_kind"] * opcodes.bit_count()
     alignment = config.alignment
-    high_water = chain_high_water(plans, -(-input_bytes // alignment) * alignment)
-    figures = arena_figures(runs, high_water, request_count, tensor_count, config)
+    input_bytes = -(-res * res * channels // alignment) * alignment
+    high_water = chain_high_water(plans, input_bytes)
+    figures = arena_from_terms(runs, high_water, request_count, tensor_count, config)
     return figures, flash

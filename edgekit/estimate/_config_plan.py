@@ -33,6 +33,11 @@ class PlanPiece:
     # (size, class, first, last) of its own buffers in planner order: largest first, equal
     # sizes in reverse request order (class: op index, or _SCRATCH + n for scratch).
     buffers: tuple[tuple[int, int, int, int], ...]
+    # For each buffer, the earlier ones (indices into ``buffers``) sharing a scope with it:
+    # all a placement looks at besides the boundary tensors.
+    conflicts: tuple[tuple[int, ...], ...]
+    own_bytes: int  # all its buffers together: the most it can stack above its boundaries
+    transient: bool = False  # rarely seen again: its plans are not memoised
     ident: int = field(default_factory=lambda: next(_ids))
 
 
@@ -43,6 +48,7 @@ def plan_piece(
     lasts: Sequence[int],
     scratch: Sequence[int],
     scratch_scopes: Sequence[int],
+    transient: bool = False,
 ) -> PlanPiece:
     """``sizes``/``lasts``: every op output (the last one is Z_out); all sizes aligned."""
     buffers = [(sizes[i], i, i + 1, lasts[i]) for i in range(ops - 1)]
@@ -51,7 +57,23 @@ def plan_piece(
         for n, (size, scope) in enumerate(zip(scratch, scratch_scopes, strict=True))
     ]
     buffers.sort(key=lambda b: (b[0], b[1]), reverse=True)
-    return PlanPiece(ops, entry_last, sizes[-1], tuple(buffers))
+    alive: list[list[int]] = [[] for _ in range(ops + 1)]
+    conflicts = []
+    for i, (_, _, first, last) in enumerate(buffers):
+        scopes = alive[first : last + 1]
+        if last - first > 8:  # long-lived (a patch's output): test every earlier buffer
+            conflicts.append(tuple(
+                j for j, (_, _, other_first, other_last) in enumerate(buffers[:i])
+                if other_first <= last and first <= other_last
+            ))  # fmt: skip
+        else:
+            conflicts.append(tuple(dict.fromkeys(j for scope in scopes for j in scope)))
+        for scope in scopes:
+            scope.append(i)
+    own_bytes = sum(b[0] for b in buffers)
+    return PlanPiece(
+        ops, entry_last, sizes[-1], tuple(buffers), tuple(conflicts), own_bytes, transient
+    )
 
 
 def _fit(placed: list[tuple[int, int]], size: int) -> int:
@@ -64,8 +86,22 @@ def _fit(placed: list[tuple[int, int]], size: int) -> int:
     return offset
 
 
-@functools.lru_cache(maxsize=262144)
 def _local(
+    piece: PlanPiece,
+    in_size: int,
+    in_offset: int | None,
+    out_offset: int | None,
+    limit: tuple[int, int] | None,
+) -> tuple[int, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
+    """:func:`_plan_local`, memoised unless ``piece`` is transient (which would only fill the
+    cache with plans of pieces never seen again)."""
+    if piece.transient:
+        return _plan_local.__wrapped__(piece, in_size, in_offset, out_offset, limit)
+    return _plan_local(piece, in_size, in_offset, out_offset, limit)
+
+
+@functools.lru_cache(maxsize=262144)
+def _plan_local(
     piece: PlanPiece,
     in_size: int,
     in_offset: int | None,
@@ -78,68 +114,114 @@ def _local(
     Returns (highest end, placed intervals alive at the last scope (they meet Z_out),
     placed intervals alive up to ``entry_last`` (they meet Z_in)).
     """
-    ops = piece.ops
-    alive: list[list[tuple[int, int]]] = [[] for _ in range(ops + 1)]
+    ops, entry_last = piece.ops, piece.entry_last
     # The boundary tensors, in planner order among the piece's buffers (Z_in is requested
     # before every buffer of the piece, Z_out after its op outputs and before its scratch).
     boundaries = []
     if in_offset is not None:
-        boundaries.append(((in_size, -1), in_offset, in_size, 0, piece.entry_last))
+        boundaries.append(((in_size, -1), in_offset, in_size, 0, entry_last))
     if out_offset is not None:
         boundaries.append(((piece.out_size, ops - 1), out_offset, piece.out_size, ops, ops))
     boundaries.sort(reverse=True)
+    edges: list[tuple[int, int, int, int]] = []  # placed boundaries: (first, last, start, end)
+    spans: list[tuple[int, int]] = []  # placed buffers
     high = 0
     for size, klass, first, last in piece.buffers:
         if limit is not None and (size, klass) < limit:
             break
         while boundaries and boundaries[0][0] > (size, klass):
             _, offset, b_size, b_first, b_last = boundaries.pop(0)
-            for scope in alive[b_first : b_last + 1]:
-                scope.append((offset, offset + b_size))
-        scopes = alive[first : last + 1]
-        placed = [p for scope in scopes for p in scope]
+            edges.append((b_first, b_last, offset, offset + b_size))
+        placed = [spans[j] for j in piece.conflicts[len(spans)]]
+        for b_first, b_last, start, end in edges:
+            if b_first <= last and first <= b_last:
+                placed.append((start, end))
         offset = _fit(placed, size) if placed else 0
-        item = (offset, offset + size)
-        for scope in scopes:
-            scope.append(item)
+        spans.append((offset, offset + size))
         if offset + size > high:
             high = offset + size
-    out_side = tuple(alive[ops])
-    in_side = tuple(p for scope in alive[: piece.entry_last + 1] for p in scope)
-    return high, out_side, in_side
+    buffers = piece.buffers
+    out_side = [span for span, b in zip(spans, buffers, strict=False) if b[3] >= ops]
+    out_side += [(start, end) for first, last, start, end in edges if last >= ops]
+    in_side = [span for span, b in zip(spans, buffers, strict=False) if b[2] <= entry_last]
+    in_side += [(start, end) for first, _, start, end in edges if first <= entry_last]
+    return high, tuple(out_side), tuple(in_side)
 
 
 def clear_plan_cache() -> None:
-    _local.cache_clear()
+    _plan_local.cache_clear()
+    _boundary_offset.cache_clear()
+
+
+@functools.lru_cache(maxsize=262144)
+def _boundary_offset(
+    left: PlanPiece | None,
+    right: PlanPiece | None,
+    left_in_size: int,
+    size: int,
+    known_in: int | None,
+    known_out: int | None,
+) -> int:
+    """Offset of the boundary tensor (``size`` bytes) between ``left`` (writes it) and
+    ``right`` (reads it), against their buffers placed before it; ``known_in`` /
+    ``known_out``: offsets of ``left``'s input / ``right``'s output if already placed."""
+    placed: list[tuple[int, int]] = []
+    if left is not None:  # buffers alive at its last scope
+        placed += _local(left, left_in_size, known_in, None, (size, left.ops - 1))[1]
+        if known_in is not None and left.entry_last == left.ops:
+            placed.append((known_in, known_in + left_in_size))
+    if right is not None:  # buffers alive until it is last read
+        placed += _local(right, size, None, known_out, (size, -1))[2]
+        if known_out is not None and right.entry_last == right.ops:
+            placed.append((known_out, known_out + right.out_size))
+    return _fit(placed, size) if placed else 0
 
 
 def chain_high_water(pieces: Sequence[PlanPiece], input_size: int) -> int:
     """``plan_greedy(...).high_water`` of the whole chain (no offline offsets)."""
     count = len(pieces)
-    sizes = [input_size] + [p.out_size for p in pieces]  # Z_0 .. Z_count
-    offsets: list[int | None] = [None] * (count + 1)
-
-    def before(a: int, b: int) -> bool:
-        """Is boundary a placed before boundary b? (size, then the later request first)"""
-        return (sizes[a], a) > (sizes[b], b)
-
-    for z in sorted(range(count + 1), key=lambda z: (sizes[z], z), reverse=True):
-        size = sizes[z]
-        placed: list[tuple[int, int]] = []
-        if z > 0:  # the piece writing it: buffers alive at its last scope
-            piece = pieces[z - 1]
-            known_in = offsets[z - 1] if before(z - 1, z) else None
-            placed += _local(piece, sizes[z - 1], known_in, None, (size, piece.ops - 1))[1]
-            if known_in is not None and piece.entry_last == piece.ops:
-                placed.append((known_in, known_in + sizes[z - 1]))
-        if z < count:  # the piece reading it: buffers alive until it is last read
-            piece = pieces[z]
-            known_out = offsets[z + 1] if before(z + 1, z) else None
-            placed += _local(piece, size, None, known_out, (size, -1))[2]
-            if known_out is not None and piece.entry_last == piece.ops:
-                placed.append((known_out, known_out + sizes[z + 1]))
-        offsets[z] = _fit(placed, size) if placed else 0
-    high = max(o + s for o, s in zip(offsets, sizes, strict=True))  # type: ignore[operator]
-    for j, piece in enumerate(pieces):
-        high = max(high, _local(piece, sizes[j], offsets[j], offsets[j + 1], None)[0])
+    sizes = [input_size]
+    sizes += [p.out_size for p in pieces]  # Z_0 .. Z_count
+    # A boundary larger than every later one is a *cut*: it and the boundaries before it are
+    # placed before, and without regard to, anything after it; and first fit puts a buffer
+    # right above a conflicting one at most, so nothing after a cut ends higher than the cut
+    # plus every later buffer (``rest``). Segments between cuts are planned in turn until the
+    # rest cannot raise the high-water mark.
+    rest = [0] * (count + 1)
+    cuts = [count]
+    for z in range(count - 1, -1, -1):
+        rest[z] = rest[z + 1] + sizes[z + 1] + pieces[z].own_bytes
+        if sizes[z] > sizes[cuts[-1]]:
+            cuts.append(z)
+    offsets: list[int | None] = [None] * (count + 2)  # [-1]: the missing Z_{count+1}
+    ends = [0] * (count + 1)
+    high = first = 0
+    for cut in reversed(cuts):
+        # The segment's boundaries in planner order: largest first, equal sizes the later
+        # request first; a neighbour is known when it came earlier in that order.
+        segment = zip(sizes[first : cut + 1], range(first, cut + 1), strict=True)
+        for size, z in sorted(segment, reverse=True):
+            if z:
+                left, left_in_size, known_in = pieces[z - 1], sizes[z - 1], offsets[z - 1]
+            else:
+                left, left_in_size, known_in = None, 0, None
+            right = pieces[z] if z < count else None
+            transient = (left is not None and left.transient) or (
+                right is not None and right.transient
+            )
+            boundary = _boundary_offset.__wrapped__ if transient else _boundary_offset
+            offset = boundary(left, right, left_in_size, size, known_in, offsets[z + 1])
+            offsets[z] = offset
+            ends[z] = offset + size
+            if offset + size > high:
+                high = offset + size
+        for j in range(max(first - 1, 0), cut):  # pieces with both boundaries placed
+            # Nothing in a piece ends above its higher boundary plus all its own buffers.
+            if max(ends[j], ends[j + 1]) + pieces[j].own_bytes > high:
+                local = _local(pieces[j], sizes[j], offsets[j], offsets[j + 1], None)[0]
+                if local > high:
+                    high = local
+        if ends[cut] + rest[cut] <= high:
+            break
+        first = cut + 1
     return high

@@ -22,6 +22,7 @@ from edgekit.estimate._config_graph import (
 from edgekit.spaces._base import is_factorised, projection_rank
 from edgekit.spaces.tiny_cnn import (
     CnnLayer,
+    PatchStep,
     TinyCnnConfig,
     layer_plan,
     patch_plan,
@@ -53,8 +54,9 @@ class _ConvConstants:
 
 
 def _cnn_weights(
-    b: GraphBuilder, layer: CnnLayer, patched: bool, input_bounded: bool
+    b: GraphBuilder, layer: CnnLayer, patched: bool, input_bounded: bool, shared: bool = False
 ) -> _ConvConstants:
+    """``shared``: weights of a patch built on its own, merged by layer across patches."""
     c_in, c_out, k, s = layer.in_shape[2], layer.out_shape[2], layer.kernel, layer.name
     if layer.op == "depthwise_conv2d":
         shapes = [((1, k, k, c_out), c_out, f"{s}/depthwise")]
@@ -69,9 +71,11 @@ def _cnn_weights(
     for shape, channels, name in shapes:
         nodes.append(b.capture())
         # Weights shared by patches get converter names.
-        kernels.append(
-            b.constant(shape, "int8", channels, "weight", ARITH_CONSTANT if patched else name)
-        )
+        merge_key = ("patched weight", name, shape) if shared else None
+        kernels.append(b.constant(
+            shape, "int8", channels, "weight", ARITH_CONSTANT if patched else name,
+            merge_key=merge_key,
+        ))  # fmt: skip
     return _ConvConstants(kernels, nodes, b.capture(), patched, input_bounded)
 
 
@@ -176,50 +180,89 @@ def cnn_patched(b: GraphBuilder, image: Value, cfg: TinyCnnConfig) -> Value:
         layer.name: _cnn_weights(b, layer, True, i == 0 or layers[i - 1].act is not None)
         for i, layer in enumerate(layers)
     }
-    skip_sources = {layer.residual_from for layer in layers if layer.residual_from}
     rows: list[Value] = []
     for i in range(plan.grid):
         row: list[Value] = []
         for j in range(plan.grid):
             steps = plan.patches[i * plan.grid + j]
-            patch = f"patch{i}_{j}"
-            x = _strided_slice(b, f"{patch}/input", image, steps[0].in_region)
-            skips: dict[str, tuple[Value, tuple[int, ...]]] = {}
-            for layer, step in zip(layers, steps, strict=True):
-                scope = f"{patch}/{layer.name}"
-                if layer.name in skip_sources:
-                    skips[layer.name] = (x, step.in_region)
-                node, tensor = x
-                size = tensor.shape[1:3]
-                folded = False
-                if any(step.pads):
-                    node = b.node(f"{scope}/Pad", node, b.node(f"{scope}/Pad/paddings"))
-                    if _pad_is_same(size, layer, step.pads):
-                        folded = True  # the conv reads the unpadded input with SAME padding
-                    else:
-                        top, bottom, left, right = step.pads
-                        paddings = b.index_constant(
-                            (0, 0, top, bottom, left, right, 0, 0), (4, 2),
-                            f"{scope}/Pad/paddings",
-                        )  # fmt: skip
-                        padded = (1, size[0] + top + bottom, size[1] + left + right,
-                                  tensor.shape[3])  # fmt: skip
-                        tensor = b.op("PAD", node, (tensor, paddings), padded, f"{scope}/Pad")
-                oy0, oy1, ox0, ox1 = step.out_region
-                y = _cnn_conv(
-                    b, scope, layer, (node, tensor), weights[layer.name], (oy1 - oy0, ox1 - ox0),
-                    folded,
-                )  # fmt: skip
-                if layer.residual_from:
-                    skip, (sy, _, sx, _) = skips.pop(layer.residual_from)
-                    crop = (oy0 - sy, oy1 - sy, ox0 - sx, ox1 - sx)
-                    skip_node, skip_tensor = _strided_slice(b, scope, skip, crop)
-                    add = b.node(f"{scope}/add_1", y[0], skip_node)
-                    y = add, b.op("ADD", add, (y[1], skip_tensor), y[1].shape, add)
-                x = y
-            row.append(x)
+            row.append(_patch_layers(b, f"patch{i}_{j}", image, layers, steps, weights))
         rows.append(_concat(b, f"patch_row{i}", row, axis=2))
     return _concat(b, "patch_merge", rows, axis=1)
+
+
+def _patch_layers(
+    b: GraphBuilder,
+    patch: str,
+    image: Value,
+    layers: tuple[CnnLayer, ...],
+    steps: tuple[PatchStep, ...],
+    weights: dict[str, _ConvConstants],
+) -> Value:
+    """Every patched layer of one patch."""
+    x = _strided_slice(b, f"{patch}/input", image, steps[0].in_region)
+    skip_sources = {layer.residual_from for layer in layers if layer.residual_from}
+    skips: dict[str, tuple[Value, tuple[int, ...]]] = {}
+    for layer, step in zip(layers, steps, strict=True):
+        if layer.name in skip_sources:
+            skips[layer.name] = (x, step.in_region)
+        skip = skips.pop(layer.residual_from) if layer.residual_from else None
+        x = _patch_layer(b, patch, layer, step, x, weights[layer.name], skip)
+    return x
+
+
+def _patch_layer(
+    b: GraphBuilder,
+    patch: str,
+    layer: CnnLayer,
+    step: PatchStep,
+    x: Value,
+    weights: _ConvConstants,
+    skip: tuple[Value, tuple[int, ...]] | None,
+) -> Value:
+    """One layer of one patch; ``skip``: a residual's (skip tensor, its region)."""
+    scope = f"{patch}/{layer.name}"
+    node, tensor = x
+    size = tensor.shape[1:3]
+    folded = False
+    if any(step.pads):
+        node = b.node(f"{scope}/Pad", node, b.node(f"{scope}/Pad/paddings"))
+        if _pad_is_same(size, layer, step.pads):
+            folded = True  # the conv reads the unpadded input with SAME padding
+        else:
+            top, bottom, left, right = step.pads
+            paddings = b.index_constant(
+                (0, 0, top, bottom, left, right, 0, 0), (4, 2), f"{scope}/Pad/paddings",
+            )  # fmt: skip
+            padded = (1, size[0] + top + bottom, size[1] + left + right, tensor.shape[3])
+            tensor = b.op("PAD", node, (tensor, paddings), padded, f"{scope}/Pad")
+    oy0, oy1, ox0, ox1 = step.out_region
+    y = _cnn_conv(b, scope, layer, (node, tensor), weights, (oy1 - oy0, ox1 - ox0), folded)
+    if skip is not None:
+        skip_value, (sy, _, sx, _) = skip
+        crop = (oy0 - sy, oy1 - sy, ox0 - sx, ox1 - sx)
+        skip_node, skip_tensor = _strided_slice(b, scope, skip_value, crop)
+        add = b.node(f"{scope}/add_1", y[0], skip_node)
+        y = add, b.op("ADD", add, (y[1], skip_tensor), y[1].shape, add)
+    return y
+
+
+PATCH_NAME = "patch0_0"  # every patch's names are as long: patch units are built as this one
+
+
+def cnn_patch_slice(b: GraphBuilder, image: Value, region: tuple[int, ...]) -> Value:
+    """The part of the image one patch reads (built on its own)."""
+    return _strided_slice(b, f"{PATCH_NAME}/input", image, region)
+
+
+def cnn_patch_unit(b: GraphBuilder, x: Value, skip: Value | None, key: tuple) -> Value:
+    """One layer of one patch built on its own (``skip``: its residual's skip tensor). Keys:
+    (layer, step, input bounded); regions relative to the skip tensor (residuals) or to the
+    input. The weights, shared by every patch, are marked to be counted once per graph."""
+    layer_fields, step_fields, bounded = key
+    layer, step = CnnLayer(*layer_fields), PatchStep(*step_fields)
+    weights = _cnn_weights(b, layer, True, bounded, shared=True)
+    skip_region = None if skip is None else (skip, (0, 0, 0, 0))
+    return _patch_layer(b, PATCH_NAME, layer, step, x, weights, skip_region)
 
 
 def cnn_layers(b: GraphBuilder, x: Value, layers: tuple[CnnLayer, ...]) -> Value:
@@ -281,9 +324,10 @@ def cnn_pieces(cfg: TinyCnnConfig) -> list[tuple[str, object]]:
         if not layer.is_conv:
             break
         group.append(layer)
-        # A block (expand, dw, project) is one piece: its skip stays inside.
-        if not layer.name.endswith((".expand", ".dw")):
-            pieces.append(("cnn layers", tuple(_layer_key(layer) for layer in group)))
+        # A block (expand, dw, project) is one piece: its skip stays inside. The stem and the
+        # first block make one piece too (fewer pieces to assemble per config).
+        if not layer.name.endswith((".expand", ".dw")) and layer.name != "stem":
+            pieces.append(("cnn layers", tuple(layer_key(layer) for layer in group)))
             group = []
     assert not group
     pool = layers[-2]
@@ -291,7 +335,7 @@ def cnn_pieces(cfg: TinyCnnConfig) -> list[tuple[str, object]]:
     return pieces
 
 
-def _layer_key(layer: CnnLayer) -> tuple:
+def layer_key(layer: CnnLayer) -> tuple:
     """A layer as a plain tuple (hashes and compares faster than the dataclass)."""
     return (
         layer.name, layer.op, layer.in_shape, layer.out_shape, layer.kernel, layer.stride,
@@ -583,4 +627,4 @@ def build_graph(cfg: TinyCnnConfig | TinyVitConfig) -> GraphBuilder:
     return b
 
 
-__all__ = ["build_graph", "build_piece", "piece_entry_shape", "pieces_of", "start"]
+__all__ = ["build_graph", "build_piece", "layer_key", "piece_entry_shape", "pieces_of", "start"]

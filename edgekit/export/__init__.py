@@ -24,6 +24,12 @@ from edgekit.export.pipeline import (
     extract_subnet,
     quantize_and_verify,
 )
+from edgekit.export.sparse import (
+    SparseExportResult,
+    SparseSettings,
+    check_xnnpack_sparse,
+    export_sparse,
+)
 from edgekit.export.verify import (
     Agreement,
     Quantization,
@@ -42,15 +48,19 @@ __all__ = [
     "Int8Model",
     "OpRecord",
     "Quantization",
+    "SparseExportResult",
+    "SparseSettings",
     "TfGraph",
     "UnsupportedOpError",
     "agreement",
     "build_tf_graph",
     "c_array",
     "check_ops",
+    "check_xnnpack_sparse",
     "convert_int8",
     "export_from_path",
     "export_model",
+    "export_sparse",
     "extract_subnet",
     "io_specs",
     "quantize_and_verify",

@@ -22,6 +22,7 @@ from edgekit.errors import CheckpointError, ConfigError
 from edgekit.export.pipeline import ExportResult, ProgressCallback, export_model
 
 if TYPE_CHECKING:
+    from edgekit.export.sparse import SparseExportResult, SparseSettings
     from edgekit.spaces import ArchConfig, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -115,15 +116,17 @@ def export_from_path(
     seed: int | None = None,
     qat: str = "auto",
     sparse: bool = False,
+    sparse_settings: SparseSettings | None = None,
     profile_dirs: Sequence[str | Path] = (),
     progress: ProgressCallback | None = None,
-) -> ExportResult:
+) -> ExportResult | SparseExportResult:
     """Export one subnet of a trained supernet checkpoint to a bundle in ``out_dir``.
 
     ``source``/``config``/``checkpoint``: see the module docstring. ``board`` names a device
     profile (looked up with ``profile_dirs``) whose budgets the bundle is checked against, or
     ``None``. ``data_spec`` is the dataset (as for ``load_dataset``); ``seed`` its split seed,
     by default the checkpoint's training seed so that the test split is the held-out one.
+    ``sparse`` / ``sparse_settings``: XNNPACK sparse export instead (see ``export_model``).
     """
     from edgekit.data import load_dataset
     from edgekit.profiles import load_profile
@@ -152,6 +155,7 @@ def export_from_path(
         checkpoint_path=checkpoint_path,
         qat=qat,
         sparse=sparse,
+        sparse_settings=sparse_settings,
         seed=seed,
         progress=progress,
     )

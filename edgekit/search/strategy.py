@@ -164,7 +164,8 @@ class SpaceSearch:
 
     # --- phase 1: early-exit initial population --------------------------------------------
     def prepare(self) -> list[ArchConfig]:
-        """Find the initial population among random configs that fit (no accuracy work yet).
+        """Find the initial population among random configs that fit (no accuracy work yet);
+        an evolutionary search also starts from the largest and smallest configs if they fit.
 
         Raises ImpossibleBudgetError when no config fits; the smallest config and its one-gene
         variations are always costed too, so the reported minimum is near the space's floor.
@@ -174,6 +175,14 @@ class SpaceSearch:
         wanted = s.evaluations if s.strategy == "random" else min(s.population, s.evaluations)
         found: dict[str, _Candidate] = {}
         seen: set[str] = set()
+        if s.strategy != "random":
+            # The sandwich rule trains the largest and smallest subnets at every step, so they
+            # are the supernet's best-trained points: start the evolution from them when they fit.
+            for anchor in (self.space.largest(), self.space.smallest()):
+                candidate = self._candidate(self.space.to_vector(anchor))
+                seen.add(candidate.genome)
+                if self.budget.fits(candidate.fp) and len(found) < wanted:
+                    found[candidate.genome] = candidate
         max_draws = s.init_draws * wanted
         while len(found) < wanted and self.stats["draws"] < max_draws:
             self.stats["draws"] += 1

@@ -1,0 +1,205 @@
+"""`edgekit estimate`: tensor arena and flash of a .tflite file or an architecture, vs a board."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekit.cli._common import add_profiles_option, console
+from edgekit.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "estimate",
+        help="tensor arena and flash of a .tflite file or a config, and whether it fits a board",
+        description="Compute the TFLite Micro tensor arena (planned activations 'head' + "
+        "persistent 'tail') and the flash of an int8 .tflite file (any model), or of the model "
+        "'edgekit export' would make from an architecture (genome string, config JSON or a "
+        "JSON file; no conversion needed). With --board, compare them with what the board "
+        "leaves after its firmware. Exit status 1 when the model does not fit.",
+        epilog="examples: edgekit estimate model.tflite --board nucleo-f746zg --ops\n"
+        "          edgekit estimate r32-w0.5-rk1-p1-k33.55.53.37-e62.43.62.23 --space tiny-cnn "
+        "--board nucleo-l4r5zi",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL.tflite|CONFIG", help="a .tflite file or a config")
+    parser.add_argument("--board", metavar="NAME", help="board profile to check against")
+    parser.add_argument("--sram", metavar="SIZE", help="tensor-arena budget instead, e.g. 256KiB")
+    parser.add_argument("--flash", metavar="SIZE", help="model flash budget instead, e.g. 1MiB")
+    parser.add_argument(
+        "--space", help="space of a genome string (default: the one space that decodes it)"
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=10, metavar="K", help="for a config (default: 10)"
+    )
+    parser.add_argument(
+        "--in-channels", type=int, default=1, choices=(1, 3), help="for a config (default: 1)"
+    )
+    parser.add_argument(
+        "--pointer-bytes",
+        type=int,
+        choices=(4, 8),
+        help="TFLM build: 4 = 32-bit firmware, 8 = the x86-64 Python package (default: the "
+        "board's, else 4)",
+    )
+    parser.add_argument("--ops", action="store_true", help="per-operator table (.tflite only)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_profiles_option(parser)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgekit.estimate import FitReport
+    from edgekit.profiles import load_profile
+    from edgekit.units import parse_size
+
+    board = load_profile(args.board, args.profiles) if args.board else None
+    pointer = args.pointer_bytes or (board.pointer_bytes if board else 4)
+    alignment = board.alignment_bytes if board else 16
+    path = Path(args.model).expanduser()
+    if path.suffix.lower() == ".tflite" or (path.is_file() and path.suffix.lower() != ".json"):
+        figures, ops = _from_file(path, pointer, alignment, args.ops)
+    else:
+        figures, ops = _from_config(args, pointer, alignment), None
+    verdict = None
+    if board is not None or args.sram or args.flash:
+        sram_budget = parse_size(args.sram) if args.sram else board.sram_budget_bytes
+        flash_budget = parse_size(args.flash) if args.flash else board.flash_budget_bytes
+        verdict = FitReport(
+            board=board.name if board else "budget",
+            arena_bytes=figures["arena_bytes"],
+            flash_bytes=figures["flash_bytes"],
+            sram_budget_bytes=sram_budget,
+            flash_budget_bytes=flash_budget,
+        )
+    if args.json:
+        out = {**figures, "ops": ops}
+        if verdict is not None:
+            out["fit"] = {"fits": verdict.fits, "rows": verdict.rows()}
+        print(json.dumps(out, indent=2))
+    else:
+        _print(figures, ops, verdict)
+    return 0 if verdict is None or verdict.fits else 1
+
+
+def _from_file(
+    path: Path, pointer: int, alignment: int, per_op: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    from edgekit.estimate import analyze_tflite
+
+    report = analyze_tflite(path, pointer_bytes=pointer, alignment=alignment)
+    figures = {
+        "source": str(path),
+        "build": report.runtime.name,
+        "arena_bytes": report.arena_bytes,
+        "head_bytes": report.head_bytes,
+        "tail_bytes": report.tail_bytes,
+        "flash_bytes": report.flash_bytes,
+        "limited_by": report.limited_by,
+        "peak_op": None if report.peak_op is None else f"{report.peak_op[0]} {report.peak_op[1]}",
+        "peak_tensors": [f"{t.name} ({t.bytes} B)" for t in report.peak_tensors],
+        "tail_breakdown": dict(report.tail_breakdown),
+    }
+    return figures, report.rows() if per_op else None
+
+
+def _from_config(args: argparse.Namespace, pointer: int, alignment: int) -> dict[str, Any]:
+    from edgekit.estimate import estimate_config
+
+    space, cfg = _parse_config(args)
+    estimate = estimate_config(cfg, pointer_bytes=pointer, alignment=alignment)
+    return {
+        "source": f"{space.name} {space.encode(cfg)}",
+        "build": estimate.runtime.name,
+        "arena_bytes": estimate.arena_bytes,
+        "head_bytes": estimate.head_bytes,
+        "tail_bytes": estimate.tail_bytes,
+        "flash_bytes": estimate.flash_bytes,
+        "limited_by": estimate.limited_by,
+        "peak_op": None
+        if estimate.peak_op is None
+        else f"{estimate.peak_op[0]} {estimate.peak_op[1]}",
+        "ops_in_model": estimate.op_count,
+    }
+
+
+def _parse_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(space, config) from a genome string, JSON text or a JSON file."""
+    from edgekit.spaces import get_space, list_spaces
+
+    text = args.model.strip()
+    path = Path(text).expanduser()
+    if text.startswith("{") or path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text) if text.startswith("{") else json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{text!r}: not readable config JSON ({e})") from e
+        data = data.get("config", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict) or "space" not in data:
+            raise ConfigError(f"{text!r}: expected a config JSON object with a 'space' key")
+        space = get_space(
+            data["space"],
+            num_classes=int(data.get("num_classes", args.num_classes)),
+            in_channels=int(data.get("in_channels", args.in_channels)),
+        )
+        return space, space.from_dict(data)
+    names = [args.space] if args.space else list_spaces()
+    decoded, errors = [], []
+    for name in names:
+        space = get_space(name, num_classes=args.num_classes, in_channels=args.in_channels)
+        try:
+            decoded.append((space, space.decode(text)))
+        except ConfigError as e:
+            errors.append(f"{name}: {e}")
+    if len(decoded) == 1:
+        return decoded[0]
+    if not decoded:
+        raise ConfigError(
+            f"{text!r} is neither a .tflite file nor a config of "
+            f"{' or '.join(names)} ({'; '.join(errors)})"
+        )
+    raise ConfigError(f"genome {text!r} decodes in several spaces; pass --space")
+
+
+def _print(figures: dict[str, Any], ops: list[dict[str, Any]] | None, verdict: Any) -> None:
+    from rich.table import Table
+
+    from edgekit.units import format_size
+
+    table = Table(title=f"{figures['source']}  [{figures['build']}]", title_justify="left")
+    table.add_column("")
+    table.add_column("bytes", justify="right")
+    table.add_column("")
+    rows = [
+        ("tensor arena", figures["arena_bytes"], format_size(figures["arena_bytes"])),
+        ("  head (planned activations)", figures["head_bytes"], ""),
+        ("  tail (persistent)", figures["tail_bytes"], ""),
+        *((f"    {name}", size, "") for name, size in figures.get("tail_breakdown", {}).items()),
+        ("flash (model)", figures["flash_bytes"], format_size(figures["flash_bytes"])),
+    ]
+    for label, size, human in rows:
+        table.add_row(label, f"{size:,}", human)
+    console.print(table)
+    peak = figures.get("peak_op")
+    if peak:
+        tensors = ", ".join(figures.get("peak_tensors", []))
+        console.print(f"peak at op {peak}{': ' + tensors if tensors else ''}; "
+                      f"arena limited by {figures['limited_by']}")  # fmt: skip
+    if ops:
+        op_table = Table(title="per operator", title_justify="left")
+        for column in ("op", "opcode", "live B", "extent B", "tail B", "tensors"):
+            right = column not in ("opcode", "tensors")
+            op_table.add_column(column, justify="right" if right else "left")
+        for row in ops:
+            style = "bold" if row["peak"] else None
+            op_table.add_row(
+                str(row["op"]), row["opcode"], f"{row['live_bytes']:,}",
+                f"{row['extent_bytes']:,}", f"{row['tail_bytes']:,}", row["tensors"], style=style,
+            )  # fmt: skip
+        console.print(op_table)
+    if verdict is not None:
+        colour = "green" if verdict.fits else "red"
+        console.print(f"[{colour}]{verdict.summary()}[/]")

@@ -1,0 +1,51 @@
+"""`edgekit estimate` on a .tflite file and on a config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_memory_file import _add_reshape_model
+
+from edgekit.cli import main
+from edgekit.estimate import analyze_tflite, estimate_config
+from edgekit.spaces import get_space
+
+
+def test_file_verdict_and_exit_status(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "model.tflite"
+    path.write_bytes(_add_reshape_model())
+    arena = analyze_tflite(path, pointer_bytes=4).arena_bytes
+    assert main(["-q", "estimate", str(path), "--board", "rpi-pico", "--ops"]) == 0
+    out = capsys.readouterr().out
+    assert f"{arena:,}" in out and "rpi-pico: fits" in out and "per operator" in out
+    # One byte short of the arena: does not fit, exit status 1, the overflow is named.
+    assert main(["-q", "estimate", str(path), "--sram", str(arena - 1), "--flash", "1MiB"]) == 1
+    assert "OVER by" in capsys.readouterr().out
+    assert main(["-q", "estimate", str(path), "--sram", str(arena), "--flash", "1MiB"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "estimate", str(path), "--pointer-bytes", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["arena_bytes"] == analyze_tflite(path).arena_bytes
+
+
+@pytest.mark.parametrize("name", ["tiny-cnn", "tiny-vit"])
+def test_config_genome_and_json(name: str, tmp_path: Path, capsys) -> None:
+    space = get_space(name)
+    cfg = space.smallest()
+    expected = estimate_config(cfg, pointer_bytes=4)
+    assert main(["-q", "estimate", space.encode(cfg), "--space", name, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["arena_bytes"], record["flash_bytes"]) == (
+        expected.arena_bytes,
+        expected.flash_bytes,
+    )
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert main(["-q", "estimate", str(path), "--board", "nucleo-l4r5zi"]) == 0
+    assert "nucleo-l4r5zi: fits" in capsys.readouterr().out
+
+
+def test_bad_config_names_the_value(capsys) -> None:
+    assert main(["-q", "estimate", "r32-w9", "--space", "tiny-cnn"]) == 1
+    assert "width_mult value '9'" in capsys.readouterr().err

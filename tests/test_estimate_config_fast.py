@@ -1,0 +1,164 @@
+"""The config-based memory model's fast path: exactly the full synthesis, however it is cached."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import torch
+
+from edgekit.errors import ConfigError
+from edgekit.estimate._config_arena import _aligned_part, _smallest_fit
+from edgekit.estimate._config_plan import chain_high_water, plan_piece
+from edgekit.estimate.from_config import estimate_config, estimate_config_bytes
+from edgekit.estimate.planner import BufferRequest, plan_greedy
+from edgekit.spaces import get_space
+
+torch.set_num_threads(1)
+
+
+def _family_configs(count: int, seed: int) -> list:
+    """Random configs, the same number from each family: tiny-cnn whole-image, patched over
+    one stage, patched over two stages, tiny-vit (random classes and input channels)."""
+    rng = random.Random(seed)
+    families = {
+        "whole-image": lambda c: c.patch_grid == 1,
+        "patched 1 stage": lambda c: c.patch_grid > 1 and c.patch_stages == 1,
+        "patched 2 stages": lambda c: c.patch_grid > 1 and c.patch_stages == 2,
+        "tiny-vit": lambda c: c.space == "tiny-vit",
+    }
+    configs = []
+    for keep in families.values():
+        space_name = "tiny-vit" if keep is families["tiny-vit"] else "tiny-cnn"
+        found = 0
+        while found < count:
+            space = get_space(space_name, rng.choice([2, 10]), rng.choice([1, 3]))
+            cfg = space.sample(rng)
+            try:
+                estimate_config_bytes(cfg)
+            except ConfigError:  # a patch grid larger than the patched output
+                continue
+            if keep(cfg):
+                configs.append(cfg)
+                found += 1
+    return configs
+
+
+def _full(cfg, pointer_bytes: int) -> tuple[int, int]:
+    estimate = estimate_config(cfg, pointer_bytes=pointer_bytes)
+    return estimate.arena_bytes, estimate.flash_bytes
+
+
+@pytest.mark.parametrize("pointer_bytes", [4, 8])
+def test_fast_path_equals_the_full_synthesis_in_every_family(pointer_bytes):
+    for cfg in _family_configs(3, seed=10 + pointer_bytes):
+        assert estimate_config_bytes(cfg, pointer_bytes) == _full(cfg, pointer_bytes), cfg
+
+
+def test_configs_sharing_cached_pieces_are_still_exact():
+    """Knobs left out of a piece's key (a one-stage patched piece ignores the rank ratio and
+    every later block) must not change that piece: neighbours of one config, each checked
+    against the full synthesis after the others filled the caches."""
+    space = get_space("tiny-cnn", 10, 3)
+    base = space.decode("r32-w0.5-rk0.5-p2s1-k35.3.57.3-e62.4.34.2")
+    variants = [
+        base,
+        dataclasses.replace(base, rank_ratio=1.0),
+        dataclasses.replace(base, rank_ratio=0.75, num_classes=2),
+        dataclasses.replace(base, patch_stages=2),
+        dataclasses.replace(base, patch_stages=2, rank_ratio=1.0),
+        dataclasses.replace(base, patch_grid=1),
+        dataclasses.replace(base, patch_grid=1, in_channels=1),
+    ]
+    for cfg in variants:
+        estimate_config_bytes(cfg)
+    for cfg in variants:
+        assert estimate_config_bytes(cfg) == _full(cfg, 4), cfg
+
+
+def test_patches_sharing_their_first_layers_are_exact():
+    """Two-stage patched configs are assembled from per-patch layers; patches whose first
+    layers run on the same region share those ops in the converted graph (the converter
+    merges them), with and without such sharing, for both pointer widths."""
+    space = get_space("tiny-cnn", 10, 3)
+    genomes = [
+        "r24-w0.5-rk1-p2s2-k757.5.3.75-e644.6.2.64",  # patches share up to 7 layers
+        "r28-w0.35-rk1-p4s2-k775.537.57.7-e444.332.23.3",  # share a (clipped) slice
+        "r32-w0.75-rk0.5-p3s2-k3.5.37.7-e6.2.43.4",  # low rank, one block
+        "r40-w0.35-rk0.75-p2s2-k333.5.3.7-e222.6.3.4",
+    ]
+    for genome in genomes:
+        for channels in (1, 3):
+            cfg = dataclasses.replace(space.decode(genome), in_channels=channels)
+            for pointer_bytes in (4, 8):
+                assert estimate_config_bytes(cfg, pointer_bytes) == _full(cfg, pointer_bytes), (
+                    genome, channels, pointer_bytes,
+                )  # fmt: skip
+
+
+def _bisection(most: int, pointer: int, alignment: int, before: int, low: int) -> int:
+    """TFLM's ``minimum_arena`` search (double, then bisect) over ``fits``, step for step."""
+
+    def fits(arena: int) -> bool:
+        residue = arena % alignment
+        used_before = residue - _aligned_part(residue, pointer, alignment, before)
+        return arena >= used_before + most
+
+    step = alignment
+    high = low + step
+    while not fits(high):
+        low, step = high, step * 2
+        high = low + step
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+@pytest.mark.parametrize(("pointer", "alignment"), [(4, 16), (8, 16), (4, 32), (8, 64)])
+def test_smallest_fitting_arena_is_what_the_search_finds(pointer, alignment):
+    rng = random.Random(pointer * alignment)
+    for _ in range(2000):
+        most, before = rng.randrange(1, 5000), rng.randrange(0, 3000)
+        low = max(0, most + rng.randrange(-3000, 200))
+        expected = _bisection(most, pointer, alignment, before, low)
+        assert max(low + 1, _smallest_fit(most, pointer, alignment, before)) == expected
+
+
+@pytest.mark.parametrize(("seed", "max_ops", "chains"), [(0, 4, 150), (1, 4, 150), (2, 4, 150),
+                                                         (3, 40, 40)])  # fmt: skip
+def test_chain_planner_with_shrinking_tensors_equals_the_greedy_planner(seed, max_ops, chains):
+    """Chains shaped like a CNN (tensors shrink along the chain, equal sizes within a stage),
+    where the chain planner stops early: still TFLM's greedy high-water mark. Long pieces
+    have long-lived tensors (like patch outputs kept for the concatenation); pieces planned
+    without memoising (transient) give the same mark."""
+    rng = random.Random(seed)
+    for _ in range(chains):
+        scale = 16 * rng.randint(8, 64)
+        requests = [BufferRequest(scale, 0, 0)]
+        scratch, pieces, base = [], [], 0
+        for _ in range(rng.randint(2, 8)):
+            scale = max(16, scale // rng.choice([1, 1, 2, 4]) // 16 * 16)
+            ops = rng.randint(1, max_ops)
+            sizes = [16 * rng.randint(1, 3 * scale // 16) for _ in range(ops - 1)] + [scale]
+            lasts = [rng.randint(i + 2, ops) if i + 1 < ops else 0 for i in range(ops)]
+            entry_last = rng.randint(1, ops)
+            extra = [(16 * rng.randint(1, 4), rng.randint(1, ops))
+                     for _ in range(rng.randrange(2))]  # fmt: skip
+            transient = rng.random() < 0.3
+            pieces.append(plan_piece(ops, entry_last, sizes, lasts, [s for s, _ in extra],
+                                     [scope for _, scope in extra], transient))  # fmt: skip
+            previous = requests[-1]
+            requests[-1] = BufferRequest(previous.size, previous.first_used, base + entry_last)
+            requests += [
+                BufferRequest(size, base + i + 1, base + (lasts[i] or i + 1))
+                for i, size in enumerate(sizes)
+            ]
+            scratch += [BufferRequest(s, base + scope, base + scope) for s, scope in extra]
+            base += ops
+        requests += scratch
+        assert chain_high_water(pieces, requests[0].size) == plan_greedy(requests).high_water

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
-import os
-import platform
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import machine_lines
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_DROP_POINTS = {"tiny-cnn": 1.0, "tiny-vit": 2.0}
@@ -69,7 +68,7 @@ def main() -> int:
     splits = load_dataset("digits", seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     print("# Export fidelity benchmark\n")
-    print(_machine(torch.get_num_threads()) + "\n")
+    print(machine_lines(torch.get_num_threads(), tensorflow=True) + "\n")
     results: dict[str, Any] = {}
     passed = True
     for name in args.spaces:
@@ -86,26 +85,6 @@ def main() -> int:
             print(_patch_table(patch_rows) + "\n")
     (args.out / "export_fidelity.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0 if passed else 1
-
-
-def _machine(threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import tensorflow as tf
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"- date: {dt.datetime.now().astimezone().isoformat(timespec='minutes')}\n"
-        f"- machine: {cpu}, {cores} cores available, torch {torch.__version__} with "
-        f"{threads} thread(s), TensorFlow {tf.__version__}, Python {platform.python_version()}"
-    )
 
 
 def _supernet(name: str, path: str | None, splits: Any, args: argparse.Namespace) -> tuple:

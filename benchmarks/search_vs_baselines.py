@@ -36,11 +36,12 @@ import datetime as dt
 import json
 import logging
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-jpeg75"
@@ -451,7 +452,7 @@ def _table(baseline: dict[str, Any], results: dict[str, dict[str, Any]], superne
     lines = [
         f"## Search vs baselines on CIFAR-10{' (--quick)' if args.quick else ''}",
         "",
-        f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
+        f"{dt.date.today().isoformat()}, {cpu_name()}, "
         f"{threads} torch threads; board {BOARD}; space {args.space}; seed {args.seed}",
         "",
         f"Budgets = our int8 ResNet-8: tensor arena {_kb(baseline['arena_board_bytes'])} "

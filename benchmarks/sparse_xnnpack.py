@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 MOBILENET_LIKE = "r40-w1-rk1-p1-k333.333.333.333-e666.666.666.666"
 EMULATED_CPU = "Nehalem"
@@ -196,8 +198,9 @@ def main() -> int:
         row["path"] = str(Path(row["path"]).relative_to(REPO) if Path(row["path"]).is_relative_to(
             REPO) else row["path"])  # fmt: skip
 
+    machine = f"{cpu_name()}, Python {platform.python_version()}, {platform.platform()}"
     print("# XNNPACK sparse inference benchmark\n")
-    print(f"- {_machine()}; timings with 1 thread, median of {args.runs} emulated / "
+    print(f"- {machine}; timings with 1 thread, median of {args.runs} emulated / "
           f"{args.native_runs} native invokes")  # fmt: skip
     print(
         f"- config `{args.config}` (tiny-cnn, XNNPACK layout: symmetric padding, 3-channel "
@@ -212,7 +215,7 @@ def main() -> int:
     print(_table(rows, args.sparsities))
     result = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": machine,
         "config": args.config,
         "origin": origin,
         "source_accuracy": source_accuracy,
@@ -269,10 +272,6 @@ def _time(command: list[str], label: str) -> dict[str, float]:
         raise SystemExit(f"{label} timing failed ({done.returncode}): {done.stderr[-2000:]}")
     logger.info("%s timing took %.0f s", label, time.perf_counter() - started)
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _machine() -> str:
-    return f"{platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
 
 
 def _table(rows: dict[str, dict[str, Any]], sparsities: list[float]) -> str:

@@ -16,16 +16,15 @@ smallest >= 93%; tiny-vit >= 93% / >= 85%; each in under 10 minutes on 2 CPU cor
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import os
-import platform
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import machine_lines
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-jpeg75"
@@ -71,7 +70,7 @@ def main() -> int:
         out_dir = args.out_dir or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
         print(f"# Supernet benchmark{' (--quick)' if args.quick else ''}\n")
-        print(_machine(torch.get_num_threads()) + "\n")
+        print(machine_lines(torch.get_num_threads()) + "\n")
         rows = [] if args.skip_digits else [_digits_run(name, args, out_dir) for name in spaces]
         if rows:
             print(_digits_table(rows, args.quick))
@@ -83,25 +82,6 @@ def main() -> int:
             print("\n" + _cifar_run(args, out_dir))
     failed = [r for r in rows if not r["passed"]]
     return 1 if failed and not args.quick else 0
-
-
-def _machine(threads: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"- date: {dt.datetime.now().astimezone().isoformat(timespec='minutes')}\n"
-        f"- machine: {cpu}, {cores} cores available, torch {torch.__version__} "
-        f"with {threads} thread(s), Python {platform.python_version()}"
-    )
 
 
 def _accuracies(space: Any, supernet: Any, cfg: Any, splits: Any) -> tuple[float, float]:

@@ -288,7 +288,7 @@ def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     from edgekit.estimate import analyze_tflite, measure_tflm
     from edgekit.export.convert import check_ops, convert_int8
-    from edgekit.export.verify import accuracy, io_specs, run_tflm
+    from edgekit.export.verify import accuracy, io_specs, run_arena_size, run_tflm
 
     epochs = args.epochs + args.finetune_epochs
     torch.manual_seed(args.seed)
@@ -304,7 +304,7 @@ def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
     host_arena = measure_tflm(model).arena_bytes
     board = analyze_tflite(model, pointer_bytes=4)
     inputs = io_specs(model)[0].quantization.quantize(splits.test.x)
-    logits = run_tflm(model, inputs, arena_size=-(-host_arena // 16) * 16 + 256)
+    logits = run_tflm(model, inputs, run_arena_size(host_arena))
     with torch.no_grad():
         from edgekit.training import to_nchw
 

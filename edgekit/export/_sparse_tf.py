@@ -198,14 +198,6 @@ def check_sparse_ops(facts: ModelFacts) -> None:
 
 def litert_logits(model: bytes, images_nhwc: np.ndarray, num_threads: int = 1) -> np.ndarray:
     """Float logits of ``images_nhwc`` in LiteRT (XNNPACK delegate applied by default)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from edgekit.export.verify import run_litert
 
-    interpreter = Interpreter(model_content=model, num_threads=num_threads)
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    outputs = []
-    for image in images_nhwc:
-        interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(out["index"]).copy())
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+    return run_litert(model, images_nhwc, num_threads=num_threads)

@@ -82,11 +82,6 @@ def write_bundle(
 ) -> dict[str, Path]:
     """Write the bundle files into ``out_dir`` (created if needed); returns their paths by role
     (``model``, ``source``, ``header``, ``manifest``, ``report``)."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ExportError(f"cannot create bundle folder {str(out)!r}: {e.strerror}") from e
     source, header = c_array(
         model,
         header_name=BUNDLE_FILES["header"],
@@ -100,9 +95,20 @@ def write_bundle(
         "manifest": json.dumps(manifest, indent=2, sort_keys=False) + "\n",
         "report": report,
     }
+    return write_files(out_dir, {role: (BUNDLE_FILES[role], c) for role, c in contents.items()})
+
+
+def write_files(out_dir: str | Path, files: dict[str, tuple[str, str | bytes]]) -> dict[str, Path]:
+    """Write ``files`` (role -> (file name, text or bytes)) into ``out_dir`` (created if
+    needed); returns the paths by role. Raises ExportError naming the path that failed."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create bundle folder {str(out)!r}: {e.strerror}") from e
     paths = {}
-    for role, content in contents.items():
-        path = out / BUNDLE_FILES[role]
+    for role, (name, content) in files.items():
+        path = out / name
         try:
             if isinstance(content, bytes):
                 path.write_bytes(content)

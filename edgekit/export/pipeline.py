@@ -132,13 +132,29 @@ def _torch_logits(module: nn.Module, images_nhwc: np.ndarray, batch: int = 256) 
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
-def sample_images(split: Split, count: int, seed: int) -> np.ndarray:
-    """``count`` images of ``split`` (a seeded random subset, in split order)."""
+def sample_index(split: Split, count: int, seed: int) -> np.ndarray:
+    """Indices of ``count`` images of ``split`` (a seeded random subset, in split order)."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    index = rng.permutation(len(split))[:count]
-    return split.x[np.sort(index)]
+    return np.sort(np.random.default_rng(seed).permutation(len(split))[:count])
+
+
+def sample_images(split: Split, count: int, seed: int) -> np.ndarray:
+    """``count`` images of ``split`` (a seeded random subset, in split order)."""
+    return split.x[sample_index(split, count, seed)]
+
+
+def source_record(
+    space: SearchSpace, cfg: ArchConfig, checkpoint_path: str | Path | None
+) -> dict[str, Any]:
+    """The manifest's ``source``: the architecture and the checkpoint (path and hash)."""
+    return {
+        "space": space.name,
+        "genome": space.encode(cfg),
+        "config": cfg.to_dict(),
+        "checkpoint": None if checkpoint_path is None else str(checkpoint_path),
+        "checkpoint_sha256": None if checkpoint_path is None else sha256_file(checkpoint_path),
+    }
 
 
 def sha256_file(path: str | Path) -> str:
@@ -213,6 +229,7 @@ def quantize_and_verify(
         accuracy,
         agreement,
         io_specs,
+        run_arena_size,
         run_litert_reference,
         run_tflm,
     )
@@ -243,7 +260,7 @@ def quantize_and_verify(
         raise ExportError(f"TFLite Micro cannot run the exported model: {e}") from e
     input_spec, _ = io_specs(model)
     inputs = input_spec.quantization.quantize(test_images)
-    arena_size = -(-arena.arena_bytes // 16) * 16 + 256
+    arena_size = run_arena_size(arena.arena_bytes)
     tflm = run_tflm(model, inputs, arena_size)
     litert = run_litert_reference(model, inputs)
     val_tflm = None
@@ -376,13 +393,7 @@ def _manifest(
             if board is None
             else {"name": board.name, "core": board.core, **memory.get("board_fit", {})}
         ),
-        "source": {
-            "space": space.name,
-            "genome": space.encode(cfg),
-            "config": cfg.to_dict(),
-            "checkpoint": None if checkpoint_path is None else str(checkpoint_path),
-            "checkpoint_sha256": None if checkpoint_path is None else sha256_file(checkpoint_path),
-        },
+        "source": source_record(space, cfg, checkpoint_path),
         "quantization": {
             "method": chosen.method,
             "weights": "int8, symmetric, per output channel",
@@ -464,25 +475,20 @@ def _decision_accuracy(model: Int8Model) -> float:
 
 
 def _training_images_drop(
-    space: SearchSpace, cfg: ArchConfig, module: nn.Module, model: bytes, train: Split, seed: int
+    space: SearchSpace, cfg: ArchConfig, module: nn.Module, ptq: Int8Model, train: Split, seed: int
 ) -> float:
-    """fp32 minus int8 accuracy on up to ``_DROP_TRAIN_IMAGES`` training images.
+    """fp32 minus int8 accuracy of ``ptq`` on up to ``_DROP_TRAIN_IMAGES`` training images.
 
     Quantization loss is a difference between two models on the same images, so training
     images measure it as well as held-out ones; a small validation split alone misses it (one
     of digits' 180 validation images is 0.56 points).
     """
-    import numpy as np
+    from edgekit.export.verify import accuracy, io_specs, run_arena_size, run_tflm
 
-    from edgekit.estimate import measure_tflm
-    from edgekit.export.verify import accuracy, io_specs, run_tflm
-
-    rng = np.random.default_rng(seed + 1)
-    index = np.sort(rng.permutation(len(train))[:_DROP_TRAIN_IMAGES])
+    index = sample_index(train, _DROP_TRAIN_IMAGES, seed + 1)
     images, labels = model_inputs(space, cfg, train.x[index]), train.y[index]
-    arena = measure_tflm(model).arena_bytes
-    inputs = io_specs(model)[0].quantization.quantize(images)
-    int8 = run_tflm(model, inputs, -(-arena // 16) * 16 + 256)
+    inputs = io_specs(ptq.model)[0].quantization.quantize(images)
+    int8 = run_tflm(ptq.model, inputs, run_arena_size(ptq.arena.arena_bytes))
     drop = accuracy(_torch_logits(module, images), labels) - accuracy(int8, labels)
     logger.info("PTQ loses %.2f points on %d training images", 100 * drop, len(index))
     return drop
@@ -573,7 +579,7 @@ def export_model(
         100 * ptq.tflm_accuracy,
     )  # fmt: skip
     chosen, qat_model, qat_seconds = ptq, None, 0.0
-    train_drop = _training_images_drop(space, cfg, module, ptq.model, splits.train, seed)
+    train_drop = _training_images_drop(space, cfg, module, ptq, splits.train, seed)
     if qat == "always" or (
         qat == "auto" and max(_decision_drop(ptq), train_drop) > qat_threshold
     ):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
-from edgekit.export.bundle import BUNDLE_FORMAT, BUNDLE_VERSION
+from edgekit.export.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, write_files
 from edgekit.export.errors import ExportError
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ def _manifest(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     from edgekit.export._sparse_net import zero_fraction
-    from edgekit.export.pipeline import sha256_file
+    from edgekit.export.pipeline import source_record
 
     height, width, channels = space.input_shape(cfg)
     rows, cols = settings.block
@@ -397,13 +397,7 @@ def _manifest(
             "3 channels, BatchNorm folded",
         },
         "board": None if board is None else {"name": board.name, "core": board.core},
-        "source": {
-            "space": space.name,
-            "genome": space.encode(cfg),
-            "config": cfg.to_dict(),
-            "checkpoint": None if checkpoint_path is None else str(checkpoint_path),
-            "checkpoint_sha256": None if checkpoint_path is None else sha256_file(checkpoint_path),
-        },
+        "source": source_record(space, cfg, checkpoint_path),
         "finetune": {
             "epochs": settings.epochs,
             "lr": settings.lr,
@@ -450,23 +444,11 @@ def write_sparse_bundle(
 ) -> dict[str, Path]:
     """Write ``model_sparse.tflite``, ``manifest.json`` and ``report.md`` into ``out_dir``;
     returns their paths by role (``model``, ``manifest``, ``report``)."""
-    out = Path(out_dir)
-    contents: dict[str, tuple[str, str | bytes]] = {
-        "model": (SPARSE_MODEL_FILE, model),
-        "manifest": ("manifest.json", json.dumps(manifest, indent=2) + "\n"),
-        "report": ("report.md", _report(manifest)),
-    }
-    paths = {}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for role, (name, content) in contents.items():
-            path = out / name
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8")
-            paths[role] = path
-    except OSError as e:
-        raise ExportError(f"cannot write the sparse bundle to {str(out)!r}: {e.strerror}") from e
-    logger.info("wrote sparse bundle to %s", out)
-    return paths
+    return write_files(
+        out_dir,
+        {
+            "model": (SPARSE_MODEL_FILE, model),
+            "manifest": ("manifest.json", json.dumps(manifest, indent=2) + "\n"),
+            "report": ("report.md", _report(manifest)),
+        },
+    )

@@ -90,6 +90,12 @@ def io_specs(model: bytes) -> tuple[TensorSpec, TensorSpec]:
     return specs[0], specs[1]
 
 
+def run_arena_size(arena_bytes: int) -> int:
+    """An ``arena_size`` for :func:`run_tflm` from a measured arena: rounded up to 16 bytes,
+    plus a margin (the measurement is the smallest size that works)."""
+    return -(-arena_bytes // 16) * 16 + 256
+
+
 def run_tflm(model: bytes, inputs: np.ndarray, arena_size: int) -> np.ndarray:
     """Int8 outputs of the TFLite Micro interpreter for int8 NHWC ``inputs``, one per invoke.
 
@@ -111,23 +117,35 @@ def run_tflm(model: bytes, inputs: np.ndarray, arena_size: int) -> np.ndarray:
     return np.stack(outputs).astype(np.int8)
 
 
-def run_litert_reference(model: bytes, inputs: np.ndarray) -> np.ndarray:
-    """Int8 outputs of LiteRT with its reference kernels for int8 NHWC ``inputs``."""
+def run_litert(
+    model: bytes, inputs: np.ndarray, *, reference: bool = False, num_threads: int | None = None
+) -> np.ndarray:
+    """Outputs of LiteRT for NHWC ``inputs`` (one invoke each), in the model's output type:
+    with its reference kernels (``reference``), else its default (XNNPACK) path."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     interpreter = Interpreter(
-        model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_REF
+        model_content=model, experimental_op_resolver_type=resolver, num_threads=num_threads
     )
     interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    (input_details,), (output_details,) = (
+        interpreter.get_input_details(), interpreter.get_output_details()
+    )  # fmt: skip
     outputs = []
     for image in inputs:
-        interpreter.set_tensor(input_index, image[None])
+        interpreter.set_tensor(input_details["index"], image[None].astype(input_details["dtype"]))
         interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_index).reshape(-1).copy())
-    return np.stack(outputs).astype(np.int8)
+        outputs.append(interpreter.get_tensor(output_details["index"]).reshape(-1).copy())
+    if not outputs:
+        return np.zeros((0, int(output_details["shape"][-1])), output_details["dtype"])
+    return np.stack(outputs)
+
+
+def run_litert_reference(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Int8 outputs of LiteRT with its reference kernels for int8 NHWC ``inputs``."""
+    return run_litert(model, inputs, reference=True).astype("int8")
 
 
 def agreement(tflm: np.ndarray, litert: np.ndarray) -> Agreement:

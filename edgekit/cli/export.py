@@ -75,8 +75,8 @@ def _run(args: argparse.Namespace) -> int:
 
         result = export_from_path(
             args.source, args.board, args.out, config=args.config, checkpoint=args.checkpoint,
-            data_spec=args.data, qat=args.qat, sparse=args.sparse,
-            sparse_settings=_sparse_settings(args), profile_dirs=args.profiles, progress=report,
+            data_spec=args.data, qat=args.qat, sparse=_sparse(args), profile_dirs=args.profiles,
+            progress=report,
         )  # fmt: skip
     if args.sparse:
         console.print(
@@ -95,9 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sparse_settings(args: argparse.Namespace) -> Any:
+def _sparse(args: argparse.Namespace) -> Any:
     if not args.sparse:
-        return None
+        return False
     from edgekit.export.sparse import SparseSettings
 
     outputs, inputs = (int(n) for n in args.sparse_block.split("x"))

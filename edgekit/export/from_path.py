@@ -115,8 +115,7 @@ def export_from_path(
     data_spec: str = "digits",
     seed: int | None = None,
     qat: str = "auto",
-    sparse: bool = False,
-    sparse_settings: SparseSettings | None = None,
+    sparse: bool | SparseSettings = False,
     profile_dirs: Sequence[str | Path] = (),
     progress: ProgressCallback | None = None,
 ) -> ExportResult | SparseExportResult:
@@ -126,7 +125,7 @@ def export_from_path(
     profile (looked up with ``profile_dirs``) whose budgets the bundle is checked against, or
     ``None``. ``data_spec`` is the dataset (as for ``load_dataset``); ``seed`` its split seed,
     by default the checkpoint's training seed so that the test split is the held-out one.
-    ``sparse`` / ``sparse_settings``: XNNPACK sparse export instead (see ``export_model``).
+    ``sparse``: XNNPACK sparse export instead (see ``export_model``).
     """
     from edgekit.data import load_dataset
     from edgekit.profiles import load_profile
@@ -155,7 +154,6 @@ def export_from_path(
         checkpoint_path=checkpoint_path,
         qat=qat,
         sparse=sparse,
-        sparse_settings=sparse_settings,
         seed=seed,
         progress=progress,
     )

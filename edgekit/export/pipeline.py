@@ -515,8 +515,7 @@ def export_model(
     recalibrate: bool = True,
     representative_images: int = 200,
     max_test_images: int | None = None,
-    sparse: bool = False,
-    sparse_settings: SparseSettings | None = None,
+    sparse: bool | SparseSettings = False,
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> ExportResult | SparseExportResult:
@@ -529,9 +528,10 @@ def export_model(
     is higher (the test split only reports). The representative set is
     ``representative_images`` training images; reported accuracies use the test split (its
     first ``max_test_images``).
-    ``sparse=True`` instead prunes and fine-tunes the subnet for XNNPACK sparse inference and
-    writes a float32 LiteRT bundle (:func:`edgekit.export.sparse.export_sparse` with
-    ``sparse_settings``, default 80% zeros in 4x1 blocks); it returns a
+    ``sparse`` (``True`` or a :class:`~edgekit.export.sparse.SparseSettings`) instead prunes
+    and fine-tunes the subnet for XNNPACK sparse inference and writes a float32 LiteRT bundle
+    (:func:`edgekit.export.sparse.export_sparse`; ``True``: 80% zeros in 4x1 blocks); it
+    returns a
     :class:`~edgekit.export.sparse.SparseExportResult`.
     """
     from edgekit.export.verify import io_specs
@@ -541,10 +541,9 @@ def export_model(
         from edgekit.export.sparse import export_sparse
 
         return export_sparse(
-            space, supernet, cfg, splits, out_dir, settings=sparse_settings, board=board,
-            checkpoint_path=checkpoint_path,
-            recalibrate=recalibrate, max_test_images=max_test_images, seed=seed,
-            progress=progress,
+            space, supernet, cfg, splits, out_dir, settings=None if sparse is True else sparse,
+            board=board, checkpoint_path=checkpoint_path, recalibrate=recalibrate,
+            max_test_images=max_test_images, seed=seed, progress=progress,
         )  # fmt: skip
     started = time.perf_counter()
     stages = ("extracting subnet", "post-training quantization", "quantization-aware fine-tuning",

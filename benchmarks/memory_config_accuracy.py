@@ -37,26 +37,8 @@ from typing import Any
 
 from edgekit.errors import ConfigError
 from edgekit.estimate import analyze_tflite, measure_tflm_arena
-from edgekit.estimate.from_config import estimate_config_bytes
+from edgekit.estimate.from_config import estimate_config_bytes, trained_like_weights
 from edgekit.spaces import get_space
-
-
-def _randomize(net: Any) -> Any:
-    """Generic random weights: no exact zeros or ones, which the converter would fold away."""
-    import torch
-
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in net.named_parameters():
-            if parameter.dim() == 1 and name.endswith("weight"):
-                parameter.uniform_(0.5, 1.5)
-            else:
-                parameter.normal_(0.0, 0.3 if parameter.dim() > 1 else 0.2)
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    return net.eval()
 
 
 def sample_configs(count: int, seed: int) -> list[tuple[Any, Any]]:
@@ -85,7 +67,7 @@ def export(space: Any, cfg: Any, cache_dir: Path, supernets: dict) -> bytes:
 
     key = (space.name, cfg.in_channels)
     if key not in supernets:
-        supernets[key] = _randomize(space.build_supernet())
+        supernets[key] = trained_like_weights(space.build_supernet())
     module = space.extract(supernets[key], cfg).eval()
     images = np.random.default_rng(0).random(
         (8, cfg.resolution, cfg.resolution, cfg.in_channels), np.float32

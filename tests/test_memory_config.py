@@ -13,7 +13,11 @@ from edgekit.errors import ConfigError
 from edgekit.estimate import MemoryModelError, analyze_tflite
 from edgekit.estimate._config_graph import reverse_post_order
 from edgekit.estimate._config_plan import chain_high_water, plan_piece
-from edgekit.estimate.from_config import estimate_config, estimate_config_bytes
+from edgekit.estimate.from_config import (
+    estimate_config,
+    estimate_config_bytes,
+    trained_like_weights,
+)
 from edgekit.estimate.planner import BufferRequest, plan_greedy
 from edgekit.estimate.tflite_file import parse_model
 from edgekit.profiles import load_profile
@@ -35,22 +39,6 @@ EXPORTED = [
 ]
 
 
-def _randomize(net: torch.nn.Module) -> torch.nn.Module:
-    """Generic random weights: no exact zeros or ones, which the converter would fold away."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in net.named_parameters():
-            if parameter.dim() == 1 and name.endswith("weight"):
-                parameter.uniform_(0.5, 1.5)
-            else:
-                parameter.normal_(0.0, 0.3 if parameter.dim() > 1 else 0.2)
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    return net.eval()
-
-
 @pytest.fixture(scope="session")
 def exported() -> dict[tuple[str, str, int], tuple[object, bytes]]:
     """The converted int8 model of every EXPORTED config (random weights), by its entry."""
@@ -62,7 +50,7 @@ def exported() -> dict[tuple[str, str, int], tuple[object, bytes]]:
         space = get_space(space_name, num_classes=10, in_channels=channels)
         cfg = space.decode(genome)
         if (space_name, channels) not in supernets:
-            supernets[space_name, channels] = _randomize(space.build_supernet())
+            supernets[space_name, channels] = trained_like_weights(space.build_supernet())
         module = space.extract(supernets[space_name, channels], cfg).eval()
         images = np.random.default_rng(0).random(
             (4, cfg.resolution, cfg.resolution, channels), np.float32

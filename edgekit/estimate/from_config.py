@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edgekit.errors import ConfigError
 from edgekit.estimate._config_fast import fast_figures
@@ -33,6 +33,9 @@ from edgekit.spaces import ArchConfig, get_space
 from edgekit.spaces.tiny_cnn import TinyCnnConfig
 from edgekit.spaces.tiny_vit import TinyVitConfig
 from edgekit.units import format_size
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +165,23 @@ def _estimate_bytes(cfg: TinyCnnConfig | TinyVitConfig, runtime: RuntimeConfig) 
         flash = flash_bytes(graph_flash_terms(ops, tensors), {op.opcode for op in ops})
         return report.arena_bytes, flash
     return figures.arena_bytes, flash
+
+
+def trained_like_weights(net: nn.Module, seed: int = 0) -> nn.Module:
+    """``net`` (in eval mode) with generic random weights and BatchNorm statistics, as the
+    config-based estimate assumes: no exact zeros or ones, which the converter would fold
+    away (an untrained net's zero biases and unit LayerNorm scales drop ops from the graph)."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if parameter.dim() == 1 and name.endswith("weight"):
+                parameter.uniform_(0.5, 1.5)
+            else:
+                parameter.normal_(0.0, 0.3 if parameter.dim() > 1 else 0.2)
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return net.eval()

@@ -241,35 +241,21 @@ def _open_run(run_dir: Path, description: dict[str, Any], resume: bool) -> None:
     )
 
 
+@dataclass
 class _Run:
-    def __init__(
-        self,
-        run_dir: Path,
-        names: list[str],
-        board: DeviceProfile,
-        budget: Budget,
-        settings: SearchSettings,
-        splits: Splits,
-        store: TrialStore,
-        sources: dict[str, Any],
-        description: dict[str, Any],
-        num_threads: int | None,
-        progress: ProgressCallback | None,
-        started: float,
-    ) -> None:
-        self.run_dir = run_dir
-        self.names = names
-        self.board = board
-        self.budget = budget
-        self.settings = settings
-        self.splits = splits
-        self.store = store
-        self.sources = sources
-        self.description = description
-        self.num_threads = num_threads
-        self.progress = progress
-        self.started = started
-        self.seconds: dict[str, float] = {}
+    run_dir: Path
+    names: list[str]
+    board: DeviceProfile
+    budget: Budget
+    settings: SearchSettings
+    splits: Splits
+    store: TrialStore
+    sources: dict[str, Any]
+    description: dict[str, Any]
+    num_threads: int | None
+    progress: ProgressCallback | None
+    started: float
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def _report_progress(self, done: int, total: int, status: str) -> None:
         if self.progress is not None:

@@ -49,3 +49,9 @@ def test_config_genome_and_json(name: str, tmp_path: Path, capsys) -> None:
 def test_bad_config_names_the_value(capsys) -> None:
     assert main(["-q", "estimate", "r32-w9", "--space", "tiny-cnn"]) == 1
     assert "width_mult value '9'" in capsys.readouterr().err
+
+
+def test_a_budget_without_a_board_needs_both_sizes(capsys) -> None:
+    genome = get_space("tiny-cnn").encode(get_space("tiny-cnn").smallest())
+    assert main(["-q", "estimate", genome, "--sram", "20KiB"]) == 1
+    assert "give both --sram and --flash" in capsys.readouterr().err

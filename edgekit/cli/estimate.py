@@ -65,7 +65,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         figures, ops = _from_config(args, pointer, alignment), None
     verdict = None
-    if board is not None or args.sram or args.flash:
+    if board is None and bool(args.sram) != bool(args.flash):
+        raise ConfigError("without --board, give both --sram and --flash (or neither)")
+    if board is not None or args.sram:
         sram_budget = parse_size(args.sram) if args.sram else board.sram_budget_bytes
         flash_budget = parse_size(args.flash) if args.flash else board.flash_budget_bytes
         verdict = FitReport(

@@ -7,14 +7,17 @@ Run from the repository root:
 
 Needs one trained supernet per space on digits: ``--checkpoint SPACE=PATH`` or, by default,
 ``runs/benchmarks/<space>-digits.pt``, trained there with the space's recipe when missing
-(resumable; ~10 min per space on 2 cores). Each config is exported with ``export_model``
-(BatchNorm recalibration, PTQ with QAT when PTQ loses more than 1 point, TFLite Micro and
-LiteRT reference runs over the whole digits test split). Prints markdown tables (stdout): per
-config and per space the fp32 and int8 test accuracy and drop, TFLite Micro vs LiteRT agreement,
-conversion time, arena and flash; then the patch-based tiny-cnn configs against the same configs
-without patches (measured TFLite Micro arena: head = planned activations, tail = persistent
-per-op data). Raw results go to ``--out/export_fidelity.json``. Targets: int8 drop <= 1 point
-(tiny-cnn) and <= 2 points (tiny-vit); every export runs in TFLite Micro.
+(resumable; ~10 min per space on 2 cores). Each subnet is first fine-tuned for
+``--finetune-epochs`` epochs exactly as ``edgekit search`` fine-tunes its chosen model
+(distillation from the largest subnet; 0 exports the inherited weights), then exported with
+``export_model`` (BatchNorm recalibration, PTQ with QAT when PTQ loses more than half a point,
+TFLite Micro and LiteRT reference runs over the whole digits test split). Prints markdown
+tables (stdout): per config and per space the fp32 and int8 test accuracy and drop, TFLite
+Micro vs LiteRT agreement, conversion time, arena and flash; then the patch-based tiny-cnn
+configs against the same configs without patches (measured TFLite Micro arena: head = planned
+activations, tail = persistent per-op data). Raw results go to ``--out/export_fidelity.json``.
+Targets: int8 drop <= 1 point (tiny-cnn) and <= 2 points (tiny-vit); every export runs in
+TFLite Micro.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "export_fidelity")
     parser.add_argument("--qat", default="auto", choices=("auto", "always", "never"))
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=3,
+        help="fine-tune each subnet like the search does before export (0: inherited weights)",
+    )  # fmt: skip
     parser.add_argument("--patch-configs", type=int, default=5, help="patched configs compared")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -109,6 +116,7 @@ def _export_configs(
 ) -> list[dict[str, Any]]:
     from edgekit.errors import EdgekitError
     from edgekit.export import export_model
+    from edgekit.search.objectives import finetune_subnet, save_module_state
 
     rng = random.Random(args.seed)
     configs = [space.sample(rng) for _ in range(args.configs)]
@@ -117,10 +125,17 @@ def _export_configs(
         genome = space.encode(cfg)
         started = time.perf_counter()
         row: dict[str, Any] = {"genome": genome, "params": space.count(cfg).params}
+        module, weights = supernet, checkpoint
+        if args.finetune_epochs:
+            module = finetune_subnet(space, supernet, cfg, splits, epochs=args.finetune_epochs,
+                                     seed=args.seed)  # fmt: skip
+            weights = args.out / space.name / f"{i:02d}-finetuned.pt"
+            save_module_state(module, weights)
+        row["finetune_s"] = time.perf_counter() - started
         try:
             result = export_model(
-                space, supernet, cfg, splits, args.out / space.name / f"{i:02d}",
-                checkpoint_path=checkpoint, qat=args.qat, seed=args.seed,
+                space, module, cfg, splits, args.out / space.name / f"{i:02d}",
+                checkpoint_path=weights, qat=args.qat, seed=args.seed,
             )  # fmt: skip
         except EdgekitError as e:
             logger.error("%s %s failed: %s", space.name, genome, e)
@@ -204,6 +219,7 @@ def _summary(name: str, rows: list[dict[str, Any]]) -> tuple[str, bool]:
         f"{max(row['max_abs_diff'] for row in done)} int8 steps, mean |diff| "
         f"{statistics.mean(row['mean_abs_diff'] for row in done):.3f}",
         f"- fp32 parity TF vs PyTorch: max {max(row['parity'] for row in done):.2e}",
+        f"- fine-tune before export: mean {statistics.mean(r['finetune_s'] for r in done):.1f} s",
         f"- conversion (build + parity + convert + op check): mean "
         f"{statistics.mean(row['convert_s'] for row in done):.1f} s, max "
         f"{max(row['convert_s'] for row in done):.1f} s; verification mean "

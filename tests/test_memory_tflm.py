@@ -159,6 +159,13 @@ def test_interpreter_fails_one_byte_below_the_estimate(models) -> None:
         worker.close()
 
 
+@pytest.mark.parametrize("offset", [0, 1, -1, 4096, -4096, "tiny", "huge"])
+def test_a_wrong_expected_arena_still_measures_the_minimum(offset, models, measured) -> None:
+    truth = measured["cnn"].arena_bytes
+    expected = {"tiny": 2, "huge": 10 * truth}.get(offset) or truth + int(offset)
+    assert measure_tflm(models["cnn"], expected=expected) == measured["cnn"]
+
+
 @dataclass(frozen=True)
 class _Board:
     name: str

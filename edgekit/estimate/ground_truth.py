@@ -143,34 +143,21 @@ def _parse_report(lines: list[str]) -> tuple[int, int, int, dict[str, int]]:
     return totals["total"], totals["head"], totals["tail"], categories
 
 
-def measure_tflm(model: bytes | Path | str, *, alignment: int = 16) -> TflmMeasurement:
-    """Measure the arena of ``model`` with the tflite-micro interpreter (bisection on size)."""
+def measure_tflm(
+    model: bytes | Path | str, *, alignment: int = 16, expected: int | None = None
+) -> TflmMeasurement:
+    """Measure the arena of ``model`` with the tflite-micro interpreter: the smallest
+    ``arena_size`` that allocates and invokes. ``expected`` (e.g. the memory model's estimate
+    for this build) is only a starting point: when the interpreter runs with it and fails with
+    one byte less, that is the answer after two interpreter builds; otherwise a bisection
+    (about 18 builds) finds it."""
     data = read_model_bytes(model)
     with tempfile.TemporaryDirectory(prefix="edgekit_tflm_") as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(data)
         worker = _Worker(path)
         try:
-            high = max(1 << 16, 4 * len(data))
-            while True:
-                ok, _, reason = worker.ask("try", high)
-                if ok:
-                    break
-                if not _is_out_of_memory(reason):
-                    raise TflmRuntimeError(f"TFLite Micro cannot run the model: {reason}")
-                high *= 2
-                if high > _MAX_ARENA_BYTES:
-                    raise TflmRuntimeError(
-                        f"TFLite Micro cannot allocate this model even with a "
-                        f"{_MAX_ARENA_BYTES}-byte arena (unsupported op or type?)"
-                    )
-            low = 0  # known to fail
-            while high - low > 1:
-                middle = (low + high) // 2
-                if worker.ask("try", middle)[0]:
-                    high = middle
-                else:
-                    low = middle
+            high = _smallest_arena(worker, len(data), expected)
             aligned = -(-high // alignment) * alignment
             ok, lines, _ = worker.ask("report", aligned)
             if not ok:
@@ -180,6 +167,39 @@ def measure_tflm(model: bytes | Path | str, *, alignment: int = 16) -> TflmMeasu
     total, head, tail, categories = _parse_report(lines)
     logger.debug("TFLM arena for %d-byte model: minimum %d, report %d", len(data), high, total)
     return TflmMeasurement(high, head, tail, total, categories)
+
+
+def _smallest_arena(worker: _Worker, model_bytes: int, expected: int | None) -> int:
+    """Smallest arena size with which ``worker``'s interpreter runs (sizes are monotone)."""
+    low = 0  # known to fail
+    if expected is not None and expected > 1:
+        if worker.ask("try", expected)[0]:
+            if not worker.ask("try", expected - 1)[0]:
+                return expected
+            high = expected - 1
+        else:
+            low, high = expected, 2 * expected
+    else:
+        high = max(1 << 16, 4 * model_bytes)
+    while True:
+        ok, _, reason = worker.ask("try", high)
+        if ok:
+            break
+        if not _is_out_of_memory(reason):
+            raise TflmRuntimeError(f"TFLite Micro cannot run the model: {reason}")
+        low, high = high, high * 2
+        if high > _MAX_ARENA_BYTES:
+            raise TflmRuntimeError(
+                f"TFLite Micro cannot allocate this model even with a "
+                f"{_MAX_ARENA_BYTES}-byte arena (unsupported op or type?)"
+            )
+    while high - low > 1:
+        middle = (low + high) // 2
+        if worker.ask("try", middle)[0]:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def measure_tflm_arena(model: bytes | Path | str) -> int:

@@ -255,7 +255,7 @@ def quantize_and_verify(
 
     started = time.perf_counter()
     try:
-        arena = measure_tflm(model)
+        arena = measure_tflm(model, expected=_host_arena_estimate(model))
     except TflmRuntimeError as e:
         raise ExportError(f"TFLite Micro cannot run the exported model: {e}") from e
     input_spec, _ = io_specs(model)
@@ -294,6 +294,16 @@ def quantize_and_verify(
 
 
 # --- memory model ---------------------------------------------------------------------------
+def _host_arena_estimate(model: bytes) -> int | None:
+    """The memory model's arena for the host interpreter: where the measurement starts."""
+    from edgekit.estimate import analyze_tflite
+
+    try:
+        return analyze_tflite(model).arena_bytes
+    except EdgekitError:
+        return None
+
+
 def _memory_estimates(model: bytes, board: DeviceProfile | None) -> dict[str, Any]:
     """Arena estimated by the memory model for the host interpreter (comparable with the
     measurement) and for the board's firmware build; ``None`` where the model cannot say."""

@@ -143,13 +143,18 @@ def test_other_space_and_settings_raise(space):
         SparseSettings(sparsity=0.5).validate()
 
 
+@pytest.mark.parametrize(("images", "epochs"), [(1258, 50), (10000, 8), (64_000, 8), (1, 1000)])
+def test_sparse_finetune_runs_at_least_min_steps(images, epochs):
+    assert SparseSettings().epochs_for(images) == epochs
+
+
 def test_export_sparse_writes_a_verified_bundle(space, tmp_path):
     splits = load_dataset("digits", seed=0, max_per_split=256)
     torch.manual_seed(0)
     supernet = space.build_supernet()
     cfg = space.decode(GENOME)
     result = export_sparse(space, supernet, cfg, splits, tmp_path / "bundle",
-                           settings=SparseSettings(sparsity=0.75, epochs=1),
+                           settings=SparseSettings(sparsity=0.75, epochs=1, min_steps=0),
                            max_test_images=64)  # fmt: skip
     assert result.model_path.name == "model_sparse.tflite" and result.model_path.is_file()
     assert result.zero_fraction > 2 / 3 and result.parity_max_abs_diff <= 1e-4

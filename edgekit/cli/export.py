@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a subnet to an int8 TFLite Micro bundle and verify it",
         description="Build the subnet in Keras from its config, copy the supernet's weights, "
         "quantize to full int8 (quantization-aware fine-tuning when post-training loses more "
-        "than a point), run it in TFLite Micro and LiteRT, and write model.tflite, "
+        "than half a point), run it in TFLite Micro and LiteRT, and write model.tflite, "
         "model_data.cc/.h, manifest.json and a report to --out.",
     )
     parser.add_argument(

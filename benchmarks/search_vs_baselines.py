@@ -21,6 +21,11 @@ Steps (everything is kept in ``--out`` and resumes after an interruption):
    supernet weights, then exported the same way: the architectures compared at equal training.
 5. A markdown table: int8 test accuracy (TFLite Micro, whole CIFAR-10 test split), arena,
    flash, whether each fits, epochs and wall time; plus the predictor's rank correlation.
+6. What the space can reach under the budgets: MACs and parameters of the largest of
+   ``--reach-samples`` random configs that fit (config-based memory model), against ResNet-8's,
+   each trained from random initialisation exactly like ResNet-8 (with ``--retrain``); and where
+   each exported model's flash goes (weights, biases, quantization parameters, flatbuffer
+   overhead), read from the .tflite files.
 
 Training budget: every model sees ``epochs + finetune_epochs`` passes over the training data
 (the supernet's passes cost more: the sandwich rule trains four subnets per step). To fit about
@@ -86,6 +91,8 @@ def main() -> int:
         help="also train each chosen architecture exactly like ResNet-8 (its recipe and "
         "epochs, starting from the supernet's weights) and export it (default: on)",
     )
+    parser.add_argument("--reach-samples", type=int, default=3000,
+                        help="random configs sampled to find the largest that fit the budgets")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -128,6 +135,9 @@ def main() -> int:
             )
     print(_table(baseline, results, supernet_seconds, args, torch.get_num_threads(),
                  time.perf_counter() - started, retrained))  # fmt: skip
+    reach = _cached(args.out / "reach.json", lambda: _reach(splits, baseline, args))
+    print("\n" + _reach_table(reach, baseline, args))
+    print("\n" + _flash_table(results, retrained, args))
     return 0
 
 
@@ -497,6 +507,118 @@ def _table(baseline: dict[str, Any], results: dict[str, dict[str, Any]], superne
             f"{'-' if tau is None else f'{tau:.2f}'} |"
         )
     lines += ["", f"Total wall time {seconds / 60:.1f} min; results and reports in {args.out}."]
+    return "\n".join(lines)
+
+
+def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The largest of ``--reach-samples`` random configs that fit the budgets (by MACs and by
+    parameters), each trained from random initialisation exactly like ResNet-8 (fp32 test
+    accuracy): what the space can reach under the budgets whatever the supernet ranks first."""
+    import random
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgekit.errors import ConfigError
+    from edgekit.estimate.from_config import estimate_config_bytes
+    from edgekit.export.verify import accuracy
+    from edgekit.spaces import get_space
+    from edgekit.training import to_nchw
+
+    space = get_space(args.space, num_classes=splits.num_classes,
+                      in_channels=splits.input_shape[2])  # fmt: skip
+    rng = random.Random(args.seed)
+    fitting = []
+    for _ in range(args.reach_samples):
+        cfg = space.sample(rng)
+        try:
+            arena, flash = estimate_config_bytes(cfg)
+        except ConfigError:  # a patch grid too fine for the network
+            continue
+        if arena <= baseline["arena_board_bytes"] and flash <= baseline["flash_bytes"]:
+            fitting.append(cfg)
+    resnet8 = _resnet8_module(splits.num_classes, splits.input_shape[2]).eval()
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        resnet8(torch.zeros(1, splits.input_shape[2], *splits.input_shape[:2]))
+    result: dict[str, Any] = {
+        "samples": args.reach_samples, "fitting": len(fitting),
+        "resnet8_macs": flops.get_total_flops() // 2, "largest": [],
+    }  # fmt: skip
+    if not fitting:
+        return result
+    epochs = args.epochs + args.finetune_epochs
+    for label, field in (("most MACs", "macs"), ("most parameters", "params")):
+        cfg = max(fitting, key=lambda c: getattr(space.count(c), field))
+        counts = space.count(cfg)
+        row = {"label": label, "genome": space.encode(cfg), "macs": counts.macs,
+               "params": counts.params}  # fmt: skip
+        if args.retrain:
+            torch.manual_seed(args.seed)
+            network = _Resized(space, space.build_supernet(), cfg)
+            started = time.perf_counter()
+            _train(network, splits, epochs, args.seed, label=row["genome"])
+            row["train_seconds"] = round(time.perf_counter() - started, 1)
+            images = to_nchw(splits.test.x)
+            with torch.no_grad():
+                logits = torch.cat([network(images[i : i + 500])
+                                    for i in range(0, len(images), 500)])  # fmt: skip
+            row["epochs"] = epochs
+            row["fp32_test_accuracy"] = accuracy(logits.numpy(), splits.test.y)
+        result["largest"].append(row)
+    return result
+
+
+def _reach_table(reach: dict[str, Any], baseline: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"### What {args.space} can reach under these budgets",
+        "",
+        f"{reach['fitting']} of {reach['samples']} random configs fit (config-based memory "
+        "model, 32-bit build). Trained from random initialisation exactly like ResNet-8 "
+        "(same recipe and epochs; fp32 test accuracy):",
+        "",
+        "| network | MACs | parameters | fp32 test acc | training |",
+        "|---|---:|---:|---:|---:|",
+        f"| ResNet-8 | {reach['resnet8_macs']:,} | {baseline['params']:,} | "
+        f"{_percent(baseline['fp32_test_accuracy'])} | {baseline['train_seconds']:.0f} s |",
+    ]
+    for row in reach["largest"]:
+        seconds = row.get("train_seconds")
+        lines.append(
+            f"| fitting config with the {row['label']} `{row['genome']}` | {row['macs']:,} | "
+            f"{row['params']:,} | {_percent(row.get('fp32_test_accuracy'))} | "
+            f"{'-' if seconds is None else f'{seconds:.0f} s'} |"
+        )
+    return "\n".join(lines)
+
+
+def _flash_table(results: dict[str, dict[str, Any]], retrained: dict[str, dict[str, Any]],
+                 args: argparse.Namespace) -> str:  # fmt: skip
+    """Where each exported model's flash goes, read from its .tflite file."""
+    from edgekit.estimate.flash import flash_breakdown
+    from edgekit.estimate.tflite_file import load_model
+
+    files = {"ResNet-8": args.out / "resnet8.tflite"}
+    for name in results:
+        bundle = args.out / f"search-{name}" / "models" / args.space
+        files[f"{name} search"] = bundle / "model.tflite"
+    for name, r in retrained.items():
+        if r.get("genome") is not None:
+            files[f"{name} retrained"] = args.out / f"retrain-{name}" / "model.tflite"
+    lines = [
+        "### Where the flash goes (bytes of each exported .tflite)",
+        "",
+        "| model | total | weights | biases | quantization parameters | flatbuffer overhead |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, path in files.items():
+        if not path.is_file():
+            continue
+        parts = flash_breakdown(load_model(path)[1])
+        share = parts.weight_bytes / parts.total_bytes
+        lines.append(
+            f"| {label} | {parts.total_bytes:,} | {parts.weight_bytes:,} ({share:.0%}) | "
+            f"{parts.bias_bytes:,} | {parts.quantization_bytes:,} | {parts.overhead_bytes:,} |"
+        )
     return "\n".join(lines)
 
 

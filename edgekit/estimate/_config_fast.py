@@ -25,6 +25,7 @@ import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from edgekit.errors import ConfigError
 from edgekit.estimate._config_arena import (
     ArenaFigures,
     OpKey,
@@ -59,7 +60,13 @@ from edgekit.estimate._config_spaces import (
     start,
 )
 from edgekit.estimate.runtime import RuntimeConfig
-from edgekit.spaces.tiny_cnn import CnnLayer, TinyCnnConfig, layer_plan, patch_plan
+from edgekit.spaces.tiny_cnn import (
+    CnnLayer,
+    TinyCnnConfig,
+    axis_plan,
+    layer_plan,
+    same_padding,
+)
 from edgekit.spaces.tiny_vit import TinyVitConfig
 
 SpaceConfig = TinyCnnConfig | TinyVitConfig
@@ -238,19 +245,21 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
     try:
         return [cache[key] for key in keys]
     except KeyError:  # a key never seen: its piece may still be known under another key
-        specs = pieces_of(cfg)
-        assert len(specs) == len(keys), (keys, specs)
-        bundles = []
-        for key, spec in zip(keys, specs, strict=True):
-            bundle = cache.get(key)
-            if bundle is None:
-                if spec[0] == "cnn patched" and cfg.patch_stages == 2:
-                    # Rarely seen again (and large): assembled anew, not kept.
-                    bundle = _assembled_patched(cfg, config)
-                else:
-                    bundle = cache[key] = _bundle(spec, config)
-            bundles.append(bundle)
-        return bundles
+        pass
+    specs: list[tuple[str, object]] = []  # made only when needed (it plans every layer)
+    bundles = []
+    for index, key in enumerate(keys):
+        bundle = cache.get(key)
+        if bundle is None:
+            if key[0] == "patched" and cfg.patch_stages == 2:
+                # Rarely seen again (and large): assembled anew, not kept.
+                bundle = _assembled_patched(cfg, config)
+            else:
+                specs = specs or pieces_of(cfg)
+                assert len(specs) == len(keys), (keys, specs)
+                bundle = cache[key] = _bundle(specs[index], config)
+        bundles.append(bundle)
+    return bundles
 
 
 @functools.lru_cache(maxsize=8192)
@@ -365,25 +374,69 @@ def _patch_layer_key(layer: CnnLayer) -> tuple:
     ))  # fmt: skip
 
 
+class _PatchLayer(NamedTuple):
+    key: tuple  # see _patch_layer_key
+    channels: int  # input channels
+    bounded: bool  # reads the image or a ReLU6 output
+
+
+@functools.lru_cache(maxsize=4096)
+def _block_layers(
+    width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int
+) -> tuple[_PatchLayer, ...]:
+    """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
+    patch runs them, cut from a small config's layer plan (a config's own plan takes longer
+    than the rest of its estimate; these do not depend on the resolution)."""
+    cfg = TinyCnnConfig(
+        num_classes=2, in_channels=in_channels, resolution=32, width_mult=width,
+        rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(max(block + 1, 1), 1, 1, 1),
+        kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12,
+    )  # fmt: skip
+    layers = layer_plan(cfg)
+    first = 0 if block < 0 else 3 + 3 * block
+    return tuple(
+        _PatchLayer(_patch_layer_key(layer), layer.in_shape[2],
+                    i == 0 or layers[i - 1].act is not None)
+        for i, layer in enumerate(layers[first : first + 3], start=first)
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _patch_axis(resolution: int, grid: int, kernels: tuple[int, ...]) -> tuple:
+    """``axis_plan`` of a patched piece over the stem, the first block and first-stage
+    blocks with these kernels (rows and columns alike: maps are square)."""
+    convs = []
+    size = resolution
+    shapes = [(3, 2), (3, 1), (1, 1)]
+    for block, kernel in enumerate(kernels):
+        shapes += [(1, 1), (kernel, 2 if block == 0 else 1), (1, 1)]
+    for kernel, stride in shapes:
+        out, before, _ = same_padding(size, kernel, stride)
+        convs.append((size, kernel, stride, before))
+        size = out
+    if size < grid:
+        raise ConfigError(
+            f"patch_grid={grid}: the patched part's output is only {size}x{size}; "
+            f"use a grid of at most {size}"
+        )
+    return axis_plan(size, grid, tuple(convs))
+
+
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
-    """The bundle of a patched piece from its patches' layers, each cached on its own (far
-    fewer kinds than whole patched pieces). The converter merges identical ops: a patch whose
-    first layers run on the same region as an earlier patch's (same slice, same zeros) reuses
-    that patch's tensors up to where they part."""
-    plan = patch_plan(cfg)
-    assert plan is not None
-    layers = layer_plan(cfg)[: plan.num_layers]
-    # A patch's layer does not depend on the full map's size (nor on its MACs).
-    keys = [_patch_layer_key(layer) for layer in layers]
-    bounded = [i == 0 or layers[i - 1].act is not None for i in range(len(layers))]
-    names = [layer.name for layer in layers]
-    skip_of = {  # residual layer -> the layer whose input it adds
-        i: names.index(layer.residual_from)
-        for i, layer in enumerate(layers)
-        if layer.residual_from
-    }
-    image = (1, cfg.resolution, cfg.resolution, cfg.in_channels)
-    whole = (0, cfg.resolution, 0, cfg.resolution)
+    """The bundle of a piece patched over two stages from its patches' layers, each cached
+    on its own (far fewer kinds than whole patched pieces). The converter merges identical
+    ops: a patch whose first layers run on the same region as an earlier patch's (same
+    slice, same zeros) reuses that patch's tensors up to where they part."""
+    depth, res, channels = cfg.depths[0], cfg.resolution, cfg.in_channels
+    kernels, expands = cfg.kernel_sizes[:depth], cfg.expand_ratios[:depth]
+    axis = _patch_axis(res, cfg.patch_grid, kernels)
+    width, rank = cfg.width_mult, cfg.rank_ratio
+    layers = _block_layers(width, channels, rank, -1, 3, 2)
+    for block in range(depth):
+        layers += _block_layers(width, channels, rank, block, kernels[block], expands[block])
+    skip_of = {5 + 3 * b: 3 + 3 * b for b in range(1, depth)}  # residual -> its skip's layer
+    image = (1, res, res, channels)
+    whole = (0, res)
     sizes: list[int] = []
     lasts: list[int] = []
     scratch: list[int] = []
@@ -422,45 +475,48 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
         for key, own_flash, renamed_flash in unit.merged:
             merged[key] = renamed_flash if key in merged else own_flash
 
-    for steps in plan.patches:
-        region = steps[0].in_region
-        if region == whole:
+    grid = len(axis)
+    for p in range(grid * grid):
+        row_steps, col_steps = axis[p // grid], axis[p % grid]
+        if row_steps[0][0] == whole and col_steps[0][0] == whole:
             x = -1  # the image
         else:
+            region = (*row_steps[0][0], *col_steps[0][0])
             slice_unit = _unit(region, image, None, config)
             count_constants(slice_unit)
             x = made.get((region,), -2)
             if x == -2:
                 x = made[(region,)] = add(slice_unit, (-1,))
         inputs = [x]  # the input of each layer
-        for i, (step, layer) in enumerate(zip(steps, layers, strict=True)):
-            x_shape = (1, step.in_region[1] - step.in_region[0],
-                       step.in_region[3] - step.in_region[2], layer.in_shape[2])  # fmt: skip
-            oy0, oy1, ox0, ox1 = step.out_region
+        for i, (layer, row, col) in enumerate(zip(layers, row_steps, col_steps, strict=True)):
+            (ry0, ry1), pads_y, (oy0, oy1) = row
+            (rx0, rx1), pads_x, (ox0, ox1) = col
+            pads = (*pads_y, *pads_x)
             if i in skip_of:
-                sy0, sy1, sx0, sx1 = steps[skip_of[i]].in_region
-                unit_step = (step.layer, (0, 0, 0, 0), step.pads,
+                (sy0, sy1), _, _ = row_steps[skip_of[i]]
+                (sx0, sx1), _, _ = col_steps[skip_of[i]]
+                unit_step = (layer.key[0], (0, 0, 0, 0), pads,
                              (oy0 - sy0, oy1 - sy0, ox0 - sx0, ox1 - sx0))  # fmt: skip
-                skip_shape = (1, sy1 - sy0, sx1 - sx0, layers[skip_of[i]].in_shape[2])
+                skip_shape = (1, sy1 - sy0, sx1 - sx0, layers[skip_of[i]].channels)
                 unit_inputs = (x, inputs[skip_of[i]])
             else:
-                unit_step = (step.layer, (0, 0, 0, 0), step.pads, (0, oy1 - oy0, 0, ox1 - ox0))
+                unit_step = (layer.key[0], (0, 0, 0, 0), pads, (0, oy1 - oy0, 0, ox1 - ox0))
                 skip_shape = None
                 unit_inputs = (x,)
-            unit = _unit((keys[i], unit_step, bounded[i]), x_shape, skip_shape, config)
+            in_shape = (1, ry1 - ry0, rx1 - rx0, layer.channels)
+            unit = _unit((layer.key, unit_step, layer.bounded), in_shape, skip_shape, config)
             count_constants(unit)
             # Same input and zeros: the same op, merged by the converter.
-            path = (x, i, step.pads)
+            path = (x, i, pads)
             x = made.get(path, -2)
             if x == -2:
                 x = made[path] = add(unit, unit_inputs)
             inputs.append(x)
         outputs.append(x)
-        y0, y1, x0, x1 = steps[-1].out_region
-        shapes.append((1, y1 - y0, x1 - x0, layers[-1].out_shape[2]))
-    ops, tail, concat_flash = _concats(tuple(shapes), plan.grid, config)
+        (y0, y1), (x0, x1) = row_steps[-1][2], col_steps[-1][2]
+        shapes.append((1, y1 - y0, x1 - x0, layers[-1].key[3][2]))
+    ops, tail, concat_flash = _concats(tuple(shapes), grid, config)
     alignment = config.alignment
-    grid = plan.grid
     rows: list[int] = []
     for i, op in enumerate(ops):
         for index in outputs[i * grid : (i + 1) * grid] if i < grid else rows:

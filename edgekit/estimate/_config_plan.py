@@ -14,7 +14,6 @@ memoised), and then every piece is planned with both boundaries known. The resul
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,11 +95,25 @@ def _local(
     """:func:`_plan_local`, memoised unless ``piece`` is transient (which would only fill the
     cache with plans of pieces never seen again)."""
     if piece.transient:
-        return _plan_local.__wrapped__(piece, in_size, in_offset, out_offset, limit)
-    return _plan_local(piece, in_size, in_offset, out_offset, limit)
+        return _plan_local(piece, in_size, in_offset, out_offset, limit)
+    key = (piece.ident, in_size, in_offset, out_offset, limit)
+    plan = _LOCAL_PLANS.get(key)
+    if plan is None:
+        if len(_LOCAL_PLANS) >= _MAX_PLANS:
+            _LOCAL_PLANS.clear()
+        plan = _LOCAL_PLANS[key] = _plan_local(piece, in_size, in_offset, out_offset, limit)
+    return plan
 
 
-@functools.lru_cache(maxsize=262144)
+# Memoised plans, keyed by plain numbers (a piece by its ident): unlike an lru_cache's
+# entries, such keys and values are not tracked by the garbage collector, whose full
+# collections would otherwise scan every entry again and again (in a search loop that
+# costs more than planning).
+_LOCAL_PLANS: dict[tuple, tuple] = {}
+_OFFSETS: dict[tuple, int] = {}
+_MAX_PLANS = 262144
+
+
 def _plan_local(
     piece: PlanPiece,
     in_size: int,
@@ -149,11 +162,33 @@ def _plan_local(
 
 
 def clear_plan_cache() -> None:
-    _plan_local.cache_clear()
-    _boundary_offset.cache_clear()
+    _LOCAL_PLANS.clear()
+    _OFFSETS.clear()
 
 
-@functools.lru_cache(maxsize=262144)
+def _memo_boundary_offset(
+    left: PlanPiece | None,
+    right: PlanPiece | None,
+    left_in_size: int,
+    size: int,
+    known_in: int | None,
+    known_out: int | None,
+) -> int:
+    """:func:`_boundary_offset`, memoised."""
+    key = (
+        None if left is None else left.ident, None if right is None else right.ident,
+        left_in_size, size, known_in, known_out,
+    )  # fmt: skip
+    offset = _OFFSETS.get(key)
+    if offset is None:
+        if len(_OFFSETS) >= _MAX_PLANS:
+            _OFFSETS.clear()
+        offset = _OFFSETS[key] = _boundary_offset(
+            left, right, left_in_size, size, known_in, known_out
+        )
+    return offset
+
+
 def _boundary_offset(
     left: PlanPiece | None,
     right: PlanPiece | None,
@@ -209,7 +244,7 @@ def chain_high_water(pieces: Sequence[PlanPiece], input_size: int) -> int:
             transient = (left is not None and left.transient) or (
                 right is not None and right.transient
             )
-            boundary = _boundary_offset.__wrapped__ if transient else _boundary_offset
+            boundary = _boundary_offset if transient else _memo_boundary_offset
             offset = boundary(left, right, left_in_size, size, known_in, offsets[z + 1])
             offsets[z] = offset
             ends[z] = offset + size

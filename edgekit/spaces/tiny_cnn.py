@@ -283,6 +283,31 @@ def _cuts(size: int, grid: int) -> list[int]:
     return [i * size // grid for i in range(grid + 1)]
 
 
+AxisStep = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+"""One layer of one patch along one axis: (input range, zeros (before, after), output range)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def axis_plan(
+    out_size: int, grid: int, convs: tuple[tuple[int, int, int, int], ...]
+) -> tuple[tuple[AxisStep, ...], ...]:
+    """The patch schedule along one axis (rows and columns are independent): for each of the
+    ``grid`` patches, one :data:`AxisStep` per layer. ``convs``: (input size, kernel, stride,
+    SAME zeros before) of each layer; ``out_size``: the last layer's output size."""
+    cuts = _cuts(out_size, grid)
+    patches = []
+    for i in range(grid):
+        span = (cuts[i], cuts[i + 1])
+        steps: list[AxisStep] = []
+        for size, kernel, stride, before in reversed(convs):
+            in_span, pads = _back(span, size, kernel, stride, before)
+            steps.append((in_span, pads, span))
+            span = in_span
+        steps.reverse()
+        patches.append(tuple(steps))
+    return tuple(patches)
+
+
 @functools.lru_cache(maxsize=4096)
 def patch_plan(cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None) -> PatchPlan | None:
     """The patch schedule of ``cfg`` (``None`` when ``patch_grid == 1``); pure Python."""
@@ -298,23 +323,22 @@ def patch_plan(cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None) -> P
             f"patch_grid={n}: the patched part's output is only {out_h}x{out_w}; "
             f"use a grid of at most {min(out_h, out_w)}"
         )
-    ys, xs = _cuts(out_h, n), _cuts(out_w, n)
+    rows = axis_plan(
+        out_h, n, tuple((layer.in_shape[0], layer.kernel, layer.stride, layer.pads[0])
+                        for layer in prefix)
+    )  # fmt: skip
+    cols = axis_plan(
+        out_w, n, tuple((layer.in_shape[1], layer.kernel, layer.stride, layer.pads[2])
+                        for layer in prefix)
+    )  # fmt: skip
     patches = []
-    for i in range(n):
-        for j in range(n):
-            rows, cols = (ys[i], ys[i + 1]), (xs[j], xs[j + 1])
-            steps: list[PatchStep] = []
-            for layer in reversed(prefix):
-                h, w, _ = layer.in_shape
-                top, _, left, _ = layer.pads
-                in_rows, (pad_t, pad_b) = _back(rows, h, layer.kernel, layer.stride, top)
-                in_cols, (pad_l, pad_r) = _back(cols, w, layer.kernel, layer.stride, left)
-                steps.append(
-                    PatchStep(layer.name, (*in_rows, *in_cols), (pad_t, pad_b, pad_l, pad_r),
-                              (*rows, *cols))
-                )  # fmt: skip
-                rows, cols = in_rows, in_cols
-            steps.reverse()
+    for row in rows:
+        for col in cols:
+            steps = [
+                PatchStep(layer.name, (*r_in, *c_in), (*r_pads, *c_pads), (*r_out, *c_out))
+                for layer, (r_in, r_pads, r_out), (c_in, c_pads, c_out)
+                in zip(prefix, row, col, strict=True)
+            ]  # fmt: skip
             _check_residuals(prefix, steps)
             patches.append(tuple(steps))
     return PatchPlan(n, num_layers, tuple(patches))

@@ -79,7 +79,11 @@ def main() -> int:
     parser.add_argument("--sparsities", type=float, nargs="*", default=[0.7, 0.8, 0.9])
     parser.add_argument("--block", default="4x1", choices=("4x1", "1x4", "1x1"))
     parser.add_argument("--train-epochs", type=int, default=15, help="subnet training epochs")
-    parser.add_argument("--epochs", type=int, default=8, help="pruning fine-tune epochs")
+    parser.add_argument(
+        "--epochs", type=int,
+        help="pruning fine-tune epochs (default: what `edgekit export --sparse` runs: 8, and "
+        "at least 1,000 steps)",
+    )  # fmt: skip
     parser.add_argument("--runs", type=int, default=15, help="emulated invokes per model")
     parser.add_argument("--native-runs", type=int, default=200)
     parser.add_argument("--qemu", default="qemu-x86_64", help="qemu user-mode binary")
@@ -97,7 +101,7 @@ def main() -> int:
     from edgekit.export._sparse_net import accuracy, prune_finetune, zero_fraction
     from edgekit.export._sparse_tf import build_graph, convert_float, inspect_model
     from edgekit.export.pipeline import model_inputs
-    from edgekit.export.sparse import check_xnnpack_sparse
+    from edgekit.export.sparse import SparseSettings, check_xnnpack_sparse
     from edgekit.spaces import get_space
 
     torch.set_num_threads(1)
@@ -121,6 +125,8 @@ def main() -> int:
     train_x, train_y = nchw3(splits.train.x), torch.from_numpy(splits.train.y)
     test_x, test_y = nchw3(splits.test.x), splits.test.y
     steps_per_epoch = -(-len(train_y) // 64)
+    if args.epochs is None:
+        args.epochs = SparseSettings(batch_size=64).epochs_for(len(train_y))
 
     def batches(generator: torch.Generator) -> Any:
         for index in torch.randperm(len(train_y), generator=generator).split(64):

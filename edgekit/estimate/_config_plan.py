@@ -15,8 +15,9 @@ memoised), and then every piece is planned with both boundaries known. The resul
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 _SCRATCH = 1 << 40  # request-order class of scratch buffers: after every tensor
 _ids = itertools.count()
@@ -97,12 +98,7 @@ def _local(
     if piece.transient:
         return _plan_local(piece, in_size, in_offset, out_offset, limit)
     key = (piece.ident, in_size, in_offset, out_offset, limit)
-    plan = _LOCAL_PLANS.get(key)
-    if plan is None:
-        if len(_LOCAL_PLANS) >= _MAX_PLANS:
-            _LOCAL_PLANS.clear()
-        plan = _LOCAL_PLANS[key] = _plan_local(piece, in_size, in_offset, out_offset, limit)
-    return plan
+    return _memoised(_LOCAL_PLANS, key, _plan_local, piece, in_size, in_offset, out_offset, limit)
 
 
 # Memoised plans, keyed by plain numbers (a piece by its ident): unlike an lru_cache's
@@ -112,6 +108,17 @@ def _local(
 _LOCAL_PLANS: dict[tuple, tuple] = {}
 _OFFSETS: dict[tuple, int] = {}
 _MAX_PLANS = 262144
+
+
+def _memoised(
+    table: dict[tuple, Any], key: tuple, function: Callable[..., Any], *args: Any
+) -> Any:
+    value = table.get(key)
+    if value is None:
+        if len(table) >= _MAX_PLANS:
+            table.clear()
+        value = table[key] = function(*args)
+    return value
 
 
 def _plan_local(
@@ -164,29 +171,6 @@ def _plan_local(
 def clear_plan_cache() -> None:
     _LOCAL_PLANS.clear()
     _OFFSETS.clear()
-
-
-def _memo_boundary_offset(
-    left: PlanPiece | None,
-    right: PlanPiece | None,
-    left_in_size: int,
-    size: int,
-    known_in: int | None,
-    known_out: int | None,
-) -> int:
-    """:func:`_boundary_offset`, memoised."""
-    key = (
-        None if left is None else left.ident, None if right is None else right.ident,
-        left_in_size, size, known_in, known_out,
-    )  # fmt: skip
-    offset = _OFFSETS.get(key)
-    if offset is None:
-        if len(_OFFSETS) >= _MAX_PLANS:
-            _OFFSETS.clear()
-        offset = _OFFSETS[key] = _boundary_offset(
-            left, right, left_in_size, size, known_in, known_out
-        )
-    return offset
 
 
 def _boundary_offset(
@@ -244,8 +228,13 @@ def chain_high_water(pieces: Sequence[PlanPiece], input_size: int) -> int:
             transient = (left is not None and left.transient) or (
                 right is not None and right.transient
             )
-            boundary = _boundary_offset if transient else _memo_boundary_offset
-            offset = boundary(left, right, left_in_size, size, known_in, offsets[z + 1])
+            arguments = (left, right, left_in_size, size, known_in, offsets[z + 1])
+            if transient:
+                offset = _boundary_offset(*arguments)
+            else:
+                key = (None if left is None else left.ident,
+                       None if right is None else right.ident, *arguments[2:])  # fmt: skip
+                offset = _memoised(_OFFSETS, key, _boundary_offset, *arguments)
             offsets[z] = offset
             ends[z] = offset + size
             if offset + size > high:

@@ -269,7 +269,7 @@ def export_sparse(
     if torch_accuracy < source_accuracy - _WARN_ACCURACY_LOSS:
         logger.warning(
             "pruning to %.0f%% zeros cost %.1f points of test accuracy (%.2f%% -> %.2f%%); a "
-            "lower sparsity or more fine-tuning epochs keep more",
+            "lower --sparsity (or more SparseSettings.epochs) keeps more",
             100 * zeros, 100 * (source_accuracy - torch_accuracy), 100 * source_accuracy,
             100 * torch_accuracy,
         )  # fmt: skip

@@ -132,15 +132,19 @@ def _c_array_bytes(source: str) -> bytes:
     return bytes(int(value, 16) for value in re.findall(r"0x([0-9a-f]{2})", body))
 
 
-def test_cnn_export_from_checkpoint_writes_a_verified_bundle(trained_cnn, digits, tmp_path):
-    space, supernet, cfg = trained_cnn
-    checkpoint = tmp_path / "supernet.pt"
+def _save_supernet(space, supernet, path):
     save_checkpoint(
         {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "space": space.name,
          "num_classes": 10, "in_channels": 1, "supernet": supernet.state_dict(),
          "settings": {"seed": 0}, "data": {"name": "digits"}},
-        checkpoint,
+        path,
     )  # fmt: skip
+    return path
+
+
+def test_cnn_export_from_checkpoint_writes_a_verified_bundle(trained_cnn, digits, tmp_path):
+    space, supernet, cfg = trained_cnn
+    checkpoint = _save_supernet(space, supernet, tmp_path / "supernet.pt")
     calls = []
     result = export_from_path(
         checkpoint, "stm32f746g-disco", tmp_path / "bundle", config=CNN_GENOME, qat="never",
@@ -195,6 +199,29 @@ def test_cnn_export_from_checkpoint_writes_a_verified_bundle(trained_cnn, digits
     inputs = input_spec.quantization.quantize(images)
     tflm = run_tflm(model, inputs, arena_size=result.arena_measured_bytes + 256)
     assert np.abs(tflm.astype(int) - run_litert_reference(model, inputs)).max() <= 2
+
+
+def test_cli_export_int8_and_sparse(trained_cnn, digits, tmp_path, capsys):
+    from edgekit.cli import main
+
+    space, supernet, _ = trained_cnn
+    checkpoint = _save_supernet(space, supernet, tmp_path / "supernet.pt")
+    common = [str(checkpoint), "--config", CNN_GENOME, "--board", "stm32f746g-disco"]
+    assert main(["-q", "export", *common, "--out", str(tmp_path / "int8"), "--qat", "never"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8 test accuracy" in printed and "arena" in printed
+    manifest = read_manifest(tmp_path / "int8")
+    assert manifest["source"]["genome"] == CNN_GENOME and manifest["board"]["fits"]
+    assert (tmp_path / "int8" / "model_data.cc").is_file()
+
+    argv = ["-q", "export", *common, "--out", str(tmp_path / "sparse"), "--sparse",
+            "--sparsity", "0.75", "--sparse-block", "1x4"]  # fmt: skip
+    assert main(argv) == 0
+    assert "XNNPACK sparse" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "sparse" / "manifest.json").read_text())
+    assert manifest["sparsity"]["block"] == [1, 4]
+    assert manifest["sparsity"]["pointwise_zero_fraction"] > 2 / 3
+    assert manifest["finetune"]["epochs"] * -(-len(digits.train) // 64) >= 1000
 
 
 def test_vit_export_is_all_int8_without_transposes(trained_vit, digits, tmp_path):

@@ -130,40 +130,35 @@ def _from_config(args: argparse.Namespace, pointer: int, alignment: int) -> dict
 
 def _parse_config(args: argparse.Namespace) -> tuple[Any, Any]:
     """(space, config) from a genome string, JSON text or a JSON file."""
+    from edgekit.export.from_path import config_part
     from edgekit.spaces import get_space, list_spaces
 
-    text = args.model.strip()
-    path = Path(text).expanduser()
-    if text.startswith("{") or path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text) if text.startswith("{") else json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{text!r}: not readable config JSON ({e})") from e
-        data = data.get("config", data) if isinstance(data, dict) else data
-        if not isinstance(data, dict) or "space" not in data:
-            raise ConfigError(f"{text!r}: expected a config JSON object with a 'space' key")
+    part = config_part(args.model, args.model)
+    if isinstance(part, dict):
+        if "space" not in part:
+            raise ConfigError(f"{args.model!r}: expected a config JSON object with a 'space' key")
         space = get_space(
-            data["space"],
-            num_classes=int(data.get("num_classes", args.num_classes)),
-            in_channels=int(data.get("in_channels", args.in_channels)),
+            part["space"],
+            num_classes=int(part.get("num_classes", args.num_classes)),
+            in_channels=int(part.get("in_channels", args.in_channels)),
         )
-        return space, space.from_dict(data)
+        return space, space.from_dict(part)
     names = [args.space] if args.space else list_spaces()
     decoded, errors = [], []
     for name in names:
         space = get_space(name, num_classes=args.num_classes, in_channels=args.in_channels)
         try:
-            decoded.append((space, space.decode(text)))
+            decoded.append((space, space.decode(part)))
         except ConfigError as e:
             errors.append(f"{name}: {e}")
     if len(decoded) == 1:
         return decoded[0]
     if not decoded:
         raise ConfigError(
-            f"{text!r} is neither a .tflite file nor a config of "
+            f"{part!r} is neither a .tflite file nor a config of "
             f"{' or '.join(names)} ({'; '.join(errors)})"
         )
-    raise ConfigError(f"genome {text!r} decodes in several spaces; pass --space")
+    raise ConfigError(f"genome {part!r} decodes in several spaces; pass --space")
 
 
 def _print(figures: dict[str, Any], ops: list[dict[str, Any]] | None, verdict: Any) -> None:

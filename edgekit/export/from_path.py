@@ -59,19 +59,31 @@ def _split_record(data: Any, where: str) -> tuple[Any, str | None]:
     )
 
 
-def _config(space: SearchSpace, value: Any, where: str) -> ArchConfig:
-    """A config of ``space`` from a dict, JSON text, a JSON file path or a genome string."""
+def config_part(value: Any, where: str) -> dict[str, Any] | str:
+    """The config in ``value``: a dict as it is; JSON text or the path of a JSON file (a config
+    or a ``{"config": ..., "checkpoint": ...}`` record) parsed; any other string is taken as a
+    genome. ``where`` names the source in error messages."""
     if isinstance(value, dict):
-        return space.from_dict(value)
+        return value
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected a genome string, config JSON or a JSON file path")
     text = value.strip()
     if text.startswith("{"):
-        return _config(space, _split_record(json.loads(text), where)[0], where)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where}: not valid config JSON ({e})") from e
+        return config_part(_split_record(data, where)[0], where)
     path = Path(text).expanduser()
     if path.suffix.lower() == ".json" or path.is_file():
-        return _config(space, _split_record(_read_json(path), str(path))[0], str(path))
-    return space.decode(text)
+        return config_part(_split_record(_read_json(path), str(path))[0], str(path))
+    return text
+
+
+def _config(space: SearchSpace, value: Any, where: str) -> ArchConfig:
+    """A config of ``space`` from a dict, JSON text, a JSON file path or a genome string."""
+    part = config_part(value, where)
+    return space.from_dict(part) if isinstance(part, dict) else space.decode(part)
 
 
 def resolve_source(

@@ -588,9 +588,13 @@ def export_model(
         100 * ptq.tflm_accuracy,
     )  # fmt: skip
     chosen, qat_model, qat_seconds = ptq, None, 0.0
-    train_drop = _training_images_drop(space, cfg, module, ptq, splits.train, seed)
+    # The training-image check costs 1,000 interpreter runs: only when the decision needs it.
     if qat == "always" or (
-        qat == "auto" and max(_decision_drop(ptq), train_drop) > qat_threshold
+        qat == "auto"
+        and (
+            _decision_drop(ptq) > qat_threshold
+            or _training_images_drop(space, cfg, module, ptq, splits.train, seed) > qat_threshold
+        )
     ):
         stage("quantization-aware fine-tuning")
         from edgekit.export.qat import finetune_qat

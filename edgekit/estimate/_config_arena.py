@@ -228,16 +228,28 @@ def run_terms(run: TailSummary) -> RunTerms:
 def compose_runs(runs: Sequence[RunTerms], config: RuntimeConfig) -> RunTerms:
     """One run's terms for consecutive runs (what :func:`arena_from_terms` reads of them in
     turn, folded ahead of time)."""
-    request, pointer = _fixed(config).request, _fixed(config).pointer
-    drops = []
-    for start in range(pointer):
-        residue, total = start, 0
-        for run in runs:
-            drop = run[0][residue]
-            total += drop
-            residue = (residue - drop) % pointer
-        drops.append(total)
-    ops = op_data = first_op_data = persisted = scratch_count = peak = 0
+    pointer = _fixed(config).pointer
+    drops = tuple(_options_drop(runs, start, pointer) for start in range(pointer))
+    return (drops, *_fold_runs(runs, _fixed(config).request))
+
+
+def _options_drop(runs: Sequence[RunTerms], residue: int, pointer: int) -> int:
+    """Bytes the options structs take from a tail at ``residue`` (mod the pointer size): a
+    chain of align-down steps."""
+    total = 0
+    for run in runs:
+        drop = run[0][residue]
+        total += drop
+        residue = (residue - drop) % pointer
+    return total
+
+
+def _fold_runs(runs: Sequence[RunTerms], request: int) -> tuple[int, int, int, int, int, int]:
+    """(ops, OpData bytes, first OpData, Prepare peak, persistent bytes, scratch buffers) of
+    consecutive runs. From the first OpData on the tail is arena-aligned: every Prepare
+    constraint is (OpData bytes after the first) + persist so far + scratch-request list + the
+    run's own peak; the peak is the largest of the last three."""
+    ops = op_data = first_op_data = peak = persisted = scratch_count = 0
     for _, run_ops, run_op_data, run_first_op_data, run_peak, persist, scratch in runs:
         ops += run_ops
         op_data += run_op_data
@@ -246,7 +258,7 @@ def compose_runs(runs: Sequence[RunTerms], config: RuntimeConfig) -> RunTerms:
         peak = max(peak, persisted + request * scratch_count + run_peak)
         persisted += persist
         scratch_count += scratch
-    return tuple(drops), ops, op_data, first_op_data, peak, persisted, scratch_count
+    return ops, op_data, first_op_data, peak, persisted, scratch_count
 
 
 def arena_figures(
@@ -280,25 +292,10 @@ def arena_from_terms(
         raise NotImplementedError(f"alignment {alignment} below 8 or the pointer size")
     request = fixed.request
 
-    # One pass over the runs. Options structs: a chain of align-down steps from a
-    # pointer-aligned tail. From the first OpData on the tail is arena-aligned: every Prepare
-    # constraint is (OpData bytes after the first) + persist so far + scratch-request list +
-    # the run's own peak; ``prepare_peak`` is the largest of the last three.
-    residue = options_drop = op_count = op_data = first_op_data = 0
-    persisted = scratch_count = prepare_peak = 0
-    for drops, ops, run_op_data, run_first_op_data, run_peak, persist, scratch in runs:
-        drop = drops[residue]
-        options_drop += drop
-        residue = (residue - drop) % pointer
-        op_count += ops
-        op_data += run_op_data
-        if not first_op_data:
-            first_op_data = run_first_op_data
-        peak = persisted + request * scratch_count + run_peak
-        if peak > prepare_peak:
-            prepare_peak = peak
-        persisted += persist
-        scratch_count += scratch
+    options_drop = _options_drop(runs, 0, pointer)
+    op_count, op_data, first_op_data, prepare_peak, persisted, scratch_count = _fold_runs(
+        runs, request
+    )
     if not first_op_data:
         raise NotImplementedError("model without any OpData")
     fixed_drop = fixed.prefix + fixed.eval_tensor * tensor_count + fixed.node * op_count

@@ -536,7 +536,7 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
         except ConfigError:  # a patch grid too fine for the network
             continue
         if arena <= baseline["arena_board_bytes"] and flash <= baseline["flash_bytes"]:
-            fitting.append(cfg)
+            fitting.append((cfg, space.count(cfg)))
     resnet8 = _resnet8_module(splits.num_classes, splits.input_shape[2]).eval()
     with FlopCounterMode(display=False) as flops, torch.no_grad():
         resnet8(torch.zeros(1, splits.input_shape[2], *splits.input_shape[:2]))
@@ -548,8 +548,7 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
         return result
     epochs = args.epochs + args.finetune_epochs
     for label, field in (("most MACs", "macs"), ("most parameters", "params")):
-        cfg = max(fitting, key=lambda c: getattr(space.count(c), field))
-        counts = space.count(cfg)
+        cfg, counts = max(fitting, key=lambda item: getattr(item[1], field))
         row = {"label": label, "genome": space.encode(cfg), "macs": counts.macs,
                "params": counts.params}  # fmt: skip
         if args.retrain:

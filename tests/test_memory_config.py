@@ -33,6 +33,11 @@ EXPORTED = [
     ("tiny-cnn", "r28-w0.35-rk1-p2s2-k35.3.3.3-e62.2.2.2", 3),
     ("tiny-cnn", "r32-w0.35-rk0.75-p3s1-k3.3.3.3-e2.2.2.2", 1),
     ("tiny-cnn", "r24-w0.35-rk0.75-p4s2-k777.3.3.3-e222.2.2.2", 1),
+    # A stride-1 stem and fused blocks (a 3x3 conv instead of expand + depthwise): whole-image,
+    # patched over a fused stage with a residual inside the patches, fused after the patches.
+    ("tiny-cnn", "r24-st1-w0.35-rk0.5-p1-f1-k33.3.3.3-e23.2.2.2", 3),
+    ("tiny-cnn", "r24-st1-w0.35-rk1-p2s2-f2-k33.3.3.3-e32.2.2.2", 1),
+    ("tiny-cnn", "r24-w0.35-rk0.75-p3s1-f2-k3.33.5.3-e2.23.2.2", 1),
     ("tiny-vit", "r16-p8-e32-d1-h2-m2-rk0.25", 1),
     ("tiny-vit", "r24-p4-e48-d2-h4.1-m3.1-rk1.0", 3),
     ("tiny-vit", "r16-p4-e32-d2-h1.2-m1.4-rk0.5", 1),

@@ -128,6 +128,8 @@ def test_sparse_conversion_has_densify_and_matches_pytorch(space):
     [
         ("r24-w0.35-rk0.5-p1-k7.35.3.3-e2.22.2.2", r"'stages\.0\.0\.dw'.*7x7"),
         ("r24-w0.5-rk1-p2s2-k3.3.3.3-e6.2.2.2", "patch_grid=2"),
+        ("r24-st1-w0.5-rk1-p1-k3.3.3.3-e6.2.2.2", r"'stem': a 3x3 stride-1 conv"),
+        ("r24-w0.5-rk1-p1-f1-k3.3.3.3-e6.2.2.2", r"'stages\.0\.0\.fused': a dense 3x3 conv"),
     ],
 )
 def test_noncompliant_configs_raise(space, genome, match):

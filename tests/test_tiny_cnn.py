@@ -78,16 +78,63 @@ def test_genome_is_readable(space: TinyCnnSpace) -> None:
     assert space.decode("k3.3.3.3-e2.2.2.2-p1-rk1.0-w1-r24").rank_ratio == 1.0
 
 
+def test_stride_1_stem_keeps_the_resolution_and_old_genomes_mean_stride_2(
+    space: TinyCnnSpace,
+) -> None:
+    old = "r32-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22"
+    cfg = space.decode(old)
+    assert cfg.stem_stride == 2 and space.encode(cfg) == old
+    fine = space.decode("r32-st1-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22")
+    assert fine == _with(cfg, stem_stride=1) and space.encode(fine).startswith("r32-st1-w0.5")
+    assert space.decode("r32-st2-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22") == cfg
+    coarse, full = layer_plan(cfg), layer_plan(fine)
+    assert coarse[0].out_shape[:2] == (16, 16) and full[0].out_shape[:2] == (32, 32)
+    assert full[-2].in_shape[:2] == (4, 4) and coarse[-2].in_shape[:2] == (2, 2)
+    # Same weights, about 4x the work.
+    assert space.count(fine).params == space.count(cfg).params
+    assert space.count(fine).macs > 3 * space.count(cfg).macs
+    # A config saved before the knob existed has no stem_stride field.
+    data = cfg.to_dict()
+    del data["stem_stride"]
+    assert space.from_dict(data) == cfg
+    assert space.largest().stem_stride == 1 and space.smallest().stem_stride == 2
+
+
+def test_fused_stages_replace_expand_and_depthwise_by_one_3x3_conv(space: TinyCnnSpace) -> None:
+    plain = space.decode("r32-w0.5-rk1-p1-k35.3.5.7-e23.3.4.6")
+    fused = space.decode("r32-w0.5-rk1-p1-f2-k33.3.5.7-e23.3.4.6")
+    assert plain.fused_stages == 0 and fused == _with(
+        plain, fused_stages=2, kernel_sizes=(3,) * 6 + plain.kernel_sizes[6:]
+    )
+    assert space.encode(fused) == "r32-w0.5-rk1-p1-f2-k33.3.5.7-e23.3.4.6"
+    layers = {layer.name: layer for layer in layer_plan(fused)}
+    first = layers["stages.0.0.fused"]  # 8 -> 16 channels at stride 2, no expand / dw
+    assert (first.op, first.kernel, first.stride, first.in_shape, first.out_shape) == (
+        "conv2d", 3, 2, (16, 16, 8), (8, 8, 16)
+    )
+    assert "stages.0.0.expand" not in layers and "stages.0.0.dw" not in layers
+    assert layers["stages.0.1.project"].residual_from == "stages.0.1.fused"
+    assert "stages.2.0.dw" in layers  # later stages keep inverted residuals
+    # One dense 3x3 conv holds more weights than 1x1 expand + depthwise.
+    assert space.count(fused).params > space.count(plain).params
+    with pytest.raises(ConfigError, match=r"stage 0 is fused \(f1\), its convs are 3x3"):
+        space.decode("r32-w0.5-rk1-p1-f1-k35.3.5.7-e23.3.4.6")
+    with pytest.raises(ConfigError, match=r"kernel_sizes\[1\]=5: stage 0 is fused"):
+        space.validate(_with(fused, kernel_sizes=(3, 5, *fused.kernel_sizes[2:])))
+
+
 def test_sample_is_deterministic_and_covers_knobs(space: TinyCnnSpace) -> None:
     first = _configs(space, 200, seed=3)
     assert first == _configs(space, 200, seed=3)
     assert {c.patch_grid for c in first} == {1, 2, 3, 4}
+    assert {c.stem_stride for c in first} == {1, 2}
+    assert {c.fused_stages for c in first} == {0, 1, 2}
     assert {k for c in first for k in c.kernel_sizes} == {3, 5, 7}
 
 
 def test_any_in_bounds_vector_is_valid(space: TinyCnnSpace) -> None:
     bounds = space.vector_bounds()
-    assert len(bounds) == 5 + 4 + 2 * NUM_BLOCKS
+    assert len(bounds) == 7 + 4 + 2 * NUM_BLOCKS
     rng = random.Random(1)
     for _ in range(300):
         cfg = space.from_vector([rng.randrange(b) for b in bounds])
@@ -102,8 +149,8 @@ def test_any_in_bounds_vector_is_valid(space: TinyCnnSpace) -> None:
 @pytest.mark.parametrize(
     ("vector_change", "message"),
     [((0, 4), r"gene resolution=4: expected an index in \[0, 3\]"),
-     ((7, -1), r"gene depths\[2\]=-1"),
-     ((10, 1.0), r"gene kernel_sizes\[1\]=1.0: expected an integer index")],
+     ((9, -1), r"gene depths\[2\]=-1"),
+     ((12, 1.0), r"gene kernel_sizes\[1\]=1.0: expected an integer index")],
 )  # fmt: skip
 def test_bad_vectors_name_the_gene(
     space: TinyCnnSpace, vector_change: tuple[int, object], message: str
@@ -113,7 +160,7 @@ def test_bad_vectors_name_the_gene(
     vec[index] = value
     with pytest.raises(ConfigError, match=message):
         space.from_vector(vec)
-    with pytest.raises(ConfigError, match="expected 33 genes"):
+    with pytest.raises(ConfigError, match="expected 35 genes"):
         space.from_vector(vec[:-1])
 
 
@@ -174,6 +221,7 @@ def test_from_dict_reports_missing_and_unknown_fields(space: TinyCnnSpace) -> No
         ("r32-w0.5-rk0.5-p1-k3.3.3.4-e2.2.2.2", r"token 'k3.3.3.4': kernel_sizes value '4'"),
         ("r32-w0.5-rk0.5-p1-k3.3.3.3-e2.2.2.22", r"expand ratios per stage \[1, 1, 1, 2\] do"),
         ("r32-r32-w0.5-rk0.5-p1-k3.3.3.3-e2.2.2.2", r"token 'r32': resolution given twice"),
+        ("r32-st3-w0.5-rk0.5-p1-k3.3.3.3-e2.2.2.2", r"token 'st3': stem_stride value '3' not"),
     ],
 )
 def test_decode_errors_name_the_token(space: TinyCnnSpace, genome: str, message: str) -> None:
@@ -187,7 +235,7 @@ def test_smallest_and_largest_bound_the_space(space: TinyCnnSpace) -> None:
         whole = space.count(_with(cfg, patch_grid=1, patch_stages=1))
         assert low.params <= whole.params <= high.params
         assert low.macs <= whole.macs <= high.macs
-    assert low.params < 10_000 and high.params < 700_000  # MCU-sized int8 weights
+    assert low.params < 10_000 and high.params < 1_000_000  # MCU-sized int8 weights
 
 
 def test_low_rank_1x1_convs(space: TinyCnnSpace) -> None:
@@ -239,7 +287,9 @@ def test_patches_cost_macs_not_params(space: TinyCnnSpace) -> None:
         assert patched.params == whole.params and patched.macs > previous
         previous = patched.macs
     with pytest.raises(ConfigError, match="patch_grid=4: the patched part's output is only 3x3"):
-        patch_plan(_with(cfg, patch_grid=4, patch_stages=2), (10, 10))
+        patch_plan(_with(cfg, patch_grid=4, patch_stages=2, stem_stride=2), (10, 10))
+    with pytest.raises(ConfigError, match="patch_grid=4: the patched part's output is only 3x3"):
+        patch_plan(_with(cfg, patch_grid=4, patch_stages=2, stem_stride=1), (5, 5))
 
 
 # --- torch: supernet, extraction, patches, counts ---------------------------------------------

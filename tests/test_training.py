@@ -313,8 +313,13 @@ def test_checkpoint_errors(toy, digits, tmp_path):
     _one_line(e)
 
     payload = read_checkpoint(path)
+    state = payload["supernet"]
     payload["supernet"] = {"head.weight": torch.zeros(2, 2)}
     broken = tmp_path / "broken.pt"
+    save_checkpoint(payload, broken)
+    with pytest.raises(CheckpointError, match=r"lacks \d+ weight\(s\) .* train the supernet ag"):
+        load_supernet(broken)
+    payload["supernet"] = {**state, "head.weight": torch.zeros(2, 2)}
     save_checkpoint(payload, broken)
     with pytest.raises(CheckpointError, match="does not match the current supernet") as e:
         load_supernet(broken)

@@ -205,25 +205,31 @@ def clear_caches() -> None:
 def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
     """One key per piece of :func:`pieces_of` (same order), read straight off the config:
     each names what shapes its piece and nothing else, so equal keys mean equal pieces."""
-    res, width, rank = cfg.resolution, cfg.width_mult, cfg.rank_ratio
+    # The stem's stride scales every later map, so it is part of every key (with resolution).
+    res, stride = cfg.resolution, cfg.stem_stride
+    width, rank = cfg.width_mult, cfg.rank_ratio
     kernels, expands, depths = cfg.kernel_sizes, cfg.expand_ratios, cfg.depths
+    fused = cfg.fused_stages
     first_stage = 0  # the first stage run on the whole image
     if cfg.patch_grid == 1:
-        keys = [("stem", res, width, cfg.in_channels)]  # stem and first block
+        keys = [("stem", res, stride, width, cfg.in_channels)]  # stem and first block
     elif cfg.patch_stages == 1:  # stem and first block: no low-rank convs
-        keys = [("patched", res, width, cfg.patch_grid, cfg.in_channels)]
+        keys = [("patched", res, stride, width, cfg.patch_grid, cfg.in_channels)]
     else:
         d = depths[0]
         keys = [(
-            "patched", res, width, cfg.patch_grid, cfg.in_channels, rank, kernels[:d],
-            expands[:d],
+            "patched", res, stride, width, cfg.patch_grid, cfg.in_channels, rank, kernels[:d],
+            expands[:d], fused > 0,
         )]  # fmt: skip
         first_stage = 1
     for stage in range(first_stage, 4):
         i = 3 * stage  # tiny_cnn.MAX_DEPTH blocks per stage
         for block in range(depths[stage]):
-            keys.append((stage, block, res, width, rank, kernels[i + block], expands[i + block]))
-    keys.append(("head", res, width, cfg.num_classes))
+            keys.append((
+                stage, block, res, stride, width, rank, kernels[i + block], expands[i + block],
+                stage < fused,
+            ))  # fmt: skip
+    keys.append(("head", res, stride, width, cfg.num_classes))
     return keys
 
 
@@ -251,8 +257,9 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
     for index, key in enumerate(keys):
         bundle = cache.get(key)
         if bundle is None:
-            if key[0] == "patched" and cfg.patch_stages == 2:
-                # Rarely seen again (and large): assembled anew, not kept.
+            if key[0] == "patched" and cfg.patch_stages == 2 and not cfg.fused_stages:
+                # Rarely seen again (and large): assembled anew, not kept. (Fused blocks have
+                # no per-patch assembly yet: their patched piece is built whole, and kept.)
                 bundle = _assembled_patched(cfg, config)
             else:
                 specs = specs or pieces_of(cfg)
@@ -382,7 +389,8 @@ class _PatchLayer(NamedTuple):
 
 @functools.lru_cache(maxsize=4096)
 def _block_layers(
-    width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int
+    width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
+    stem_stride: int,
 ) -> tuple[_PatchLayer, ...]:
     """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
     patch runs them, cut from a small config's layer plan (a config's own plan takes longer
@@ -390,7 +398,7 @@ def _block_layers(
     cfg = TinyCnnConfig(
         num_classes=2, in_channels=in_channels, resolution=32, width_mult=width,
         rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(max(block + 1, 1), 1, 1, 1),
-        kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12,
+        kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12, stem_stride=stem_stride,
     )  # fmt: skip
     layers = layer_plan(cfg)
     first = 0 if block < 0 else 3 + 3 * block
@@ -402,12 +410,12 @@ def _block_layers(
 
 
 @functools.lru_cache(maxsize=4096)
-def _patch_axis(resolution: int, grid: int, kernels: tuple[int, ...]) -> tuple:
+def _patch_axis(resolution: int, stem_stride: int, grid: int, kernels: tuple[int, ...]) -> tuple:
     """``axis_plan`` of a patched piece over the stem, the first block and first-stage
     blocks with these kernels (rows and columns alike: maps are square)."""
     convs = []
     size = resolution
-    shapes = [(3, 2), (3, 1), (1, 1)]
+    shapes = [(3, stem_stride), (3, 1), (1, 1)]
     for block, kernel in enumerate(kernels):
         shapes += [(1, 1), (kernel, 2 if block == 0 else 1), (1, 1)]
     for kernel, stride in shapes:
@@ -429,11 +437,14 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     slice, same zeros) reuses that patch's tensors up to where they part."""
     depth, res, channels = cfg.depths[0], cfg.resolution, cfg.in_channels
     kernels, expands = cfg.kernel_sizes[:depth], cfg.expand_ratios[:depth]
-    axis = _patch_axis(res, cfg.patch_grid, kernels)
+    stride = cfg.stem_stride
+    axis = _patch_axis(res, stride, cfg.patch_grid, kernels)
     width, rank = cfg.width_mult, cfg.rank_ratio
-    layers = _block_layers(width, channels, rank, -1, 3, 2)
+    layers = _block_layers(width, channels, rank, -1, 3, 2, stride)
     for block in range(depth):
-        layers += _block_layers(width, channels, rank, block, kernels[block], expands[block])
+        layers += _block_layers(
+            width, channels, rank, block, kernels[block], expands[block], stride
+        )
     skip_of = {5 + 3 * b: 3 + 3 * b for b in range(1, depth)}  # residual -> its skip's layer
     image = (1, res, res, channels)
     whole = (0, res)

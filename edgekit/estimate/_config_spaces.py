@@ -305,6 +305,7 @@ def patched_key(cfg: TinyCnnConfig) -> TinyCnnConfig:
         cfg,
         num_classes=2,
         depths=(plan_blocks or 1, 1, 1, 1),
+        fused_stages=min(cfg.fused_stages, 1 if plan_blocks else 0),
         kernel_sizes=tuple(k if i in keep else 3 for i, k in enumerate(cfg.kernel_sizes)),
         expand_ratios=tuple(e if i in keep else 2 for i, e in enumerate(cfg.expand_ratios)),
     )
@@ -324,9 +325,9 @@ def cnn_pieces(cfg: TinyCnnConfig) -> list[tuple[str, object]]:
         if not layer.is_conv:
             break
         group.append(layer)
-        # A block (expand, dw, project) is one piece: its skip stays inside. The stem and the
-        # first block make one piece too (fewer pieces to assemble per config).
-        if not layer.name.endswith((".expand", ".dw")) and layer.name != "stem":
+        # A block (expand, dw, project or fused, project) is one piece: its skip stays inside.
+        # The stem and the first block make one piece too (fewer pieces to assemble per config).
+        if not layer.name.endswith((".expand", ".dw", ".fused")) and layer.name != "stem":
             pieces.append(("cnn layers", tuple(layer_key(layer) for layer in group)))
             group = []
     assert not group

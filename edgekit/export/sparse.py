@@ -150,7 +150,13 @@ def check_xnnpack_sparse(space: SearchSpace, cfg: ArchConfig) -> None:
             f"{cfg.in_channels} channel(s); XNNPACK's sparse path starts with a 3x3 stride-2 "
             "conv on 3 channels (1 grey channel is repeated)"
         )
-    for layer in layers:
+    for layer in layers[1:]:
+        if layer.op == "conv2d" and layer.kernel != 1:
+            raise ExportError(
+                f"layer {layer.name!r}: a dense {layer.kernel}x{layer.kernel} conv (a fused "
+                "block); after the stem XNNPACK's sparse path runs only 1x1 and depthwise "
+                "convs (choose fused_stages=0)"
+            )
         if layer.op == "depthwise_conv2d" and layer.kernel not in XNNPACK_DEPTHWISE_KERNELS:
             raise ExportError(
                 f"layer {layer.name!r}: {layer.kernel}x{layer.kernel} depthwise conv; "

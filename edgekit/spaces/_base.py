@@ -132,9 +132,12 @@ class SearchSpace(ABC):
         space = data.pop("space", self.name)
         if space != self.name:
             raise ConfigError(f"config is for space {space!r}, expected {self.name!r}")
-        names = {f.name for f in dataclasses.fields(self.config_cls)}
+        fields = dataclasses.fields(self.config_cls)
+        names = {f.name for f in fields}
+        # Fields with a default were added later: configs saved before them mean the default.
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
         unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
+        missing = sorted(required - set(data))
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown} for space {self.name!r}")
         if missing:

@@ -2,16 +2,26 @@
 
 Network (MobileNetV2's first four stages; every conv uses TensorFlow "SAME" padding):
 
-    stem:    3x3 conv stride 2 -> BN -> ReLU6
+    stem:    3x3 conv stride ``stem_stride`` (2, or 1 to keep the input resolution) -> BN -> ReLU6
     first:   3x3 depthwise -> BN -> ReLU6 -> 1x1 conv -> BN
     4 stages of 1..3 inverted-residual blocks (stride on a stage's first block):
              1x1 expand -> BN -> ReLU6 -> kxk depthwise -> BN -> ReLU6 -> 1x1 project -> BN
              (+ block input on every block but a stage's first)
+             or, in the first ``fused_stages`` stages, fused blocks (EfficientNetV2's
+             Fused-MBConv): 3x3 conv ``fused`` -> BN -> ReLU6 -> 1x1 project -> BN (+ input)
     global mean -> linear classifier
 
 Base widths ``STEM_CHANNELS``, ``FIRST_CHANNELS``, ``STAGE_CHANNELS`` are scaled by the width
 multiplier and rounded to multiples of 8; a block's hidden width is ``expand_ratio x`` its input.
-Total stride 16, so 32 x 32 inputs end at 2 x 2.
+Total stride 16 (8 with a stride-1 stem), so 32 x 32 inputs end at 2 x 2 (4 x 4).
+
+A stride-1 stem runs the stem, the first block and the first stage's expand conv at full input
+resolution (as ResNet-8 runs its first convs): about 4x the MACs for the same weights, and 4x
+the activation memory, which patch-based execution brings back down. A fused block replaces the
+1x1 expand and depthwise convs by one dense 3x3 conv: more MACs and weights per layer, and far
+fewer per-channel quantization parameters per weight (TFLite stores a scale and a zero point per
+output channel of every conv, which in narrow MobileNet blocks weighs as much as the weights).
+A fused block's entry in ``kernel_sizes`` holds the smallest choice (its conv is always 3x3).
 
 Low rank: every 1x1 expand / project conv ``in -> out`` gets rank
 ``r = ceil(rank_ratio * min(in, out))`` and is two stacked 1x1 convs ``in -> r -> out`` (no bias,
@@ -36,7 +46,10 @@ depth hold the smallest choice, and ``patch_stages`` is the smallest choice when
 Genome: ``r32-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22`` = resolution, width multiplier, rank
 ratio, patches (``p1`` = whole image, ``p<n>s<stages>`` = n x n patches over the first stages),
 then the kernel sizes and expand ratios of the active blocks, one dot-separated group per stage
-(so the group lengths are the stage depths).
+(so the group lengths are the stage depths). A stride-1 stem adds the token ``st1`` and fused
+first stages the token ``f<stages>`` (e.g. ``r32-st1-w0.5-rk1-p1-f2-k3.3.5.7-e2.3.4.6``);
+without them the stem has stride 2 and no stage is fused, so genomes written before these knobs
+existed decode to the same networks.
 
 This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_cnn_net`.
 """
@@ -65,6 +78,9 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 RESOLUTIONS = (24, 28, 32, 40)
+STEM_STRIDES = (2, 1)  # the first is the default (and what configs without the field mean)
+FUSED_STAGES = (0, 1, 2)  # leading stages of fused blocks (later stages' maps are small)
+FUSED_KERNEL = 3
 WIDTH_MULTS = (0.35, 0.5, 0.75, 1.0)
 RANK_RATIOS = (0.5, 0.75, 1.0)
 PATCH_GRIDS = (1, 2, 3, 4)
@@ -100,6 +116,8 @@ class TinyCnnConfig(ArchConfig):
     depths: tuple[int, ...]
     kernel_sizes: tuple[int, ...]
     expand_ratios: tuple[int, ...]
+    stem_stride: int = STEM_STRIDES[0]
+    fused_stages: int = FUSED_STAGES[0]
 
     def __post_init__(self) -> None:
         # JSON keeps 1.0 as 1.0, but hand-written configs may say 1; keep one canonical type.
@@ -211,17 +229,23 @@ def layer_plan(
         return rank if is_factorised(rank, c_in, c_out) else 0
 
     stem, first, stages = stage_channels(cfg.width_mult)
-    conv("stem", stem, 3, 2, act=True)
+    conv("stem", stem, 3, cfg.stem_stride, act=True)
     conv("first.dw", stem, 3, depthwise=True, act=True)
     conv("first.pw", first)
     for s, c_out in enumerate(stages):
         for b in range(cfg.depths[s]):
             block, i = f"stages.{s}.{b}", s * MAX_DEPTH + b
             c_in, hidden = c, make_divisible(c * cfg.expand_ratios[i])
-            conv(f"{block}.expand", hidden, act=True, rank=pointwise_rank(c_in, hidden))
             stride = STAGE_STRIDES[s] if b == 0 else 1
-            conv(f"{block}.dw", hidden, cfg.kernel_sizes[i], stride, depthwise=True, act=True)
-            residual = f"{block}.expand" if b > 0 else None
+            if s < cfg.fused_stages:
+                conv(f"{block}.fused", hidden, FUSED_KERNEL, stride, act=True)
+                first_layer = f"{block}.fused"
+            else:
+                conv(f"{block}.expand", hidden, act=True, rank=pointwise_rank(c_in, hidden))
+                conv(f"{block}.dw", hidden, cfg.kernel_sizes[i], stride, depthwise=True,
+                     act=True)  # fmt: skip
+                first_layer = f"{block}.expand"
+            residual = first_layer if b > 0 else None
             conv(f"{block}.project", c_out, rank=pointwise_rank(hidden, c_out),
                  residual_from=residual)  # fmt: skip
     k = cfg.num_classes
@@ -315,7 +339,9 @@ def patch_plan(cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None) -> P
     if n == 1:
         return None
     layers = layer_plan(cfg, input_hw)
-    num_layers = 3 + (cfg.depths[0] * 3 if cfg.patch_stages >= 2 else 0)
+    num_layers = 3  # the stem and the first block, then (two stages) the first stage's blocks
+    if cfg.patch_stages >= 2:
+        num_layers += sum(layer.name.startswith("stages.0.") for layer in layers)
     prefix = layers[:num_layers]
     out_h, out_w, _ = prefix[-1].out_shape
     if min(out_h, out_w) < n:
@@ -357,6 +383,8 @@ def _check_residuals(prefix: tuple[CnnLayer, ...], steps: list[PatchStep]) -> No
 # --- the space ---------------------------------------------------------------------------------
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "resolution": RESOLUTIONS,
+    "stem_stride": STEM_STRIDES,
+    "fused_stages": FUSED_STAGES,
     "width_mult": WIDTH_MULTS,
     "rank_ratio": RANK_RATIOS,
     "patch_grid": PATCH_GRIDS,
@@ -365,11 +393,17 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "kernel_sizes": KERNEL_SIZES,
     "expand_ratios": EXPAND_RATIOS,
 }
-_SCALAR_KNOBS = ("resolution", "width_mult", "rank_ratio", "patch_grid", "patch_stages")
+_SCALAR_KNOBS = (
+    "resolution", "width_mult", "rank_ratio", "patch_grid", "patch_stages", "stem_stride",
+    "fused_stages",
+)
 _FLOAT_KNOBS = ("width_mult", "rank_ratio")
 _BLOCK_KNOBS = ("kernel_sizes", "expand_ratios")
-_GENOME_KEYS = {"r": "resolution", "w": "width_mult", "rk": "rank_ratio", "p": "patch",
-                "k": "kernel_sizes", "e": "expand_ratios"}  # fmt: skip
+_GENOME_KEYS = {"r": "resolution", "st": "stem_stride", "w": "width_mult", "rk": "rank_ratio",
+                "p": "patch", "f": "fused_stages", "k": "kernel_sizes",
+                "e": "expand_ratios"}  # fmt: skip
+# Tokens a genome may leave out (knobs added later): absent means this value.
+_OPTIONAL_TOKENS = {"stem_stride": STEM_STRIDES[0], "fused_stages": FUSED_STAGES[0]}
 _GENOME_TOKEN = re.compile(r"([a-z]+)(.*)")
 _PATCH_VALUE = re.compile(r"(\d+)(?:s(\d+))?")
 _EXAMPLE = "r32-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22"
@@ -404,6 +438,10 @@ class TinyCnnSpace(SearchSpace):
                 for s in range(NUM_STAGES)
                 for b in range(MAX_DEPTH)
             )
+        fused_blocks = knobs.get("fused_stages", FUSED_STAGES[0]) * MAX_DEPTH
+        knobs["kernel_sizes"] = (KERNEL_SIZES[0],) * fused_blocks + knobs["kernel_sizes"][
+            fused_blocks:
+        ]
         if knobs["patch_grid"] == 1:
             knobs["patch_stages"] = PATCH_STAGES[0]
         return TinyCnnConfig(
@@ -420,10 +458,12 @@ class TinyCnnSpace(SearchSpace):
         return self._make(**knobs)
 
     def largest(self) -> TinyCnnConfig:
-        """Every knob at its maximum except the patch knob: whole-image execution (grid 1),
-        since patching changes how a network runs, not what it computes."""
+        """Every knob at its maximum (the stem at stride 1) except the patch knob:
+        whole-image execution (grid 1), since patching changes how a network runs, not what it
+        computes."""
         return self._make(
-            resolution=RESOLUTIONS[-1], width_mult=WIDTH_MULTS[-1], rank_ratio=RANK_RATIOS[-1],
+            resolution=RESOLUTIONS[-1], stem_stride=STEM_STRIDES[-1],
+            fused_stages=FUSED_STAGES[-1], width_mult=WIDTH_MULTS[-1], rank_ratio=RANK_RATIOS[-1],
             patch_grid=1, patch_stages=PATCH_STAGES[0], depths=(DEPTHS[-1],) * NUM_STAGES,
             kernel_sizes=(KERNEL_SIZES[-1],) * NUM_BLOCKS,
             expand_ratios=(EXPAND_RATIOS[-1],) * NUM_BLOCKS,
@@ -431,7 +471,8 @@ class TinyCnnSpace(SearchSpace):
 
     def smallest(self) -> TinyCnnConfig:
         return self._make(
-            resolution=RESOLUTIONS[0], width_mult=WIDTH_MULTS[0], rank_ratio=RANK_RATIOS[0],
+            resolution=RESOLUTIONS[0], stem_stride=STEM_STRIDES[0],
+            fused_stages=FUSED_STAGES[0], width_mult=WIDTH_MULTS[0], rank_ratio=RANK_RATIOS[0],
             patch_grid=1, patch_stages=PATCH_STAGES[0], depths=(DEPTHS[0],) * NUM_STAGES,
             kernel_sizes=(KERNEL_SIZES[0],) * NUM_BLOCKS,
             expand_ratios=(EXPAND_RATIOS[0],) * NUM_BLOCKS,
@@ -464,6 +505,13 @@ class TinyCnnSpace(SearchSpace):
         for knob in _BLOCK_KNOBS:
             for i, value in enumerate(getattr(cfg, knob)):
                 stage, block = divmod(i, MAX_DEPTH)
+                fused = knob == "kernel_sizes" and stage < cfg.fused_stages
+                if fused and value != _CHOICES[knob][0]:
+                    raise ConfigError(
+                        f"{knob}[{i}]={value!r}: stage {stage} is fused "
+                        f"(fused_stages={cfg.fused_stages}), its convs are 3x3: expected "
+                        f"{_CHOICES[knob][0]}"
+                    )
                 if block >= cfg.depths[stage] and value != _CHOICES[knob][0]:
                     raise ConfigError(
                         f"{knob}[{i}]={value!r}: block {block} of stage {stage} is beyond "
@@ -483,8 +531,10 @@ class TinyCnnSpace(SearchSpace):
             )
 
         patch = "p1" if cfg.patch_grid == 1 else f"p{cfg.patch_grid}s{cfg.patch_stages}"
+        stem = "" if cfg.stem_stride == STEM_STRIDES[0] else f"-st{cfg.stem_stride}"
+        fused = "" if cfg.fused_stages == FUSED_STAGES[0] else f"-f{cfg.fused_stages}"
         return (
-            f"r{cfg.resolution}-w{cfg.width_mult:g}-rk{cfg.rank_ratio:g}-{patch}"
+            f"r{cfg.resolution}{stem}-w{cfg.width_mult:g}-rk{cfg.rank_ratio:g}-{patch}{fused}"
             f"-k{groups(cfg.kernel_sizes)}-e{groups(cfg.expand_ratios)}"
         )
 
@@ -504,10 +554,13 @@ class TinyCnnSpace(SearchSpace):
             if knob in knobs:
                 raise ConfigError(f"genome token {token!r}: {knob} given twice")
             knobs[knob] = self._parse_token(token, knob, match.group(2))
-        missing = [k for k, v in _GENOME_KEYS.items() if v not in knobs]
+        missing = [
+            k for k, v in _GENOME_KEYS.items() if v not in knobs and v not in _OPTIONAL_TOKENS
+        ]
         if missing:
             raise ConfigError(f"genome {genome!r}: missing token(s) {missing}, e.g. {_EXAMPLE!r}")
         knobs["patch_grid"], knobs["patch_stages"] = knobs.pop("patch")
+        knobs = {**_OPTIONAL_TOKENS, **knobs}
         kernel_groups, expand_groups = knobs["kernel_sizes"], knobs["expand_ratios"]
         depths = tuple(len(g) for g in kernel_groups)
         if tuple(len(g) for g in expand_groups) != depths:
@@ -515,6 +568,13 @@ class TinyCnnSpace(SearchSpace):
                 f"genome {genome!r}: expand ratios per stage {[len(g) for g in expand_groups]} "
                 f"do not match the kernel sizes per stage {list(depths)}"
             )
+        fused = knobs.get("fused_stages", FUSED_STAGES[0])
+        for stage, group in enumerate(kernel_groups[:fused]):
+            if any(k != FUSED_KERNEL for k in group):
+                raise ConfigError(
+                    f"genome {genome!r}: stage {stage} is fused (f{fused}), its convs are "
+                    f"{FUSED_KERNEL}x{FUSED_KERNEL}: write its kernel sizes as {FUSED_KERNEL}"
+                )
         for knob in _BLOCK_KNOBS:  # pad each stage to MAX_DEPTH; _make normalises the padding
             knobs[knob] = sum((g + (0,) * (MAX_DEPTH - len(g)) for g in knobs[knob]), ())
         return self._make(depths=depths, **knobs)
@@ -563,8 +623,9 @@ class TinyCnnSpace(SearchSpace):
 
     def vector_bounds(self) -> list[int]:
         """Number of choices per gene: resolution, width, rank ratio, patch grid, patch stages,
-        depth per stage, kernel per block, expand ratio per block. Genes of truncated blocks
-        (and patch stages without patches) are ignored."""
+        stem stride, fused stages, depth per stage, kernel per block, expand ratio per block.
+        Genes of truncated blocks, of fused blocks' kernels and of patch stages without
+        patches are ignored."""
         return [len(_CHOICES[knob]) for knob, _ in self._genes()]
 
     def to_vector(self, cfg: ArchConfig) -> list[int]:

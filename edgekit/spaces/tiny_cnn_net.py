@@ -20,6 +20,8 @@ from edgekit.spaces.tiny_cnn import (
     BN_EPS,
     DEPTHS,
     EXPAND_RATIOS,
+    FUSED_KERNEL,
+    FUSED_STAGES,
     KERNEL_SIZES,
     CnnLayer,
     PatchPlan,
@@ -201,8 +203,10 @@ class TinyCnnSupernet(nn.Module):
     """Weight-shared tiny-cnn supernet; ``set_active(cfg)`` selects the subnet ``forward`` runs.
 
     Module names match the extracted network's (``stem``, ``first.dw``, ``first.pw``,
-    ``stages.<s>.<b>.expand|dw|project``, ``classifier``). New supernets start with the largest
-    config active. In eval mode a config with ``patch_grid > 1`` runs patch by patch.
+    ``stages.<s>.<b>.expand|dw|project``, ``classifier``); blocks of the stages that can be
+    fused also hold ``fused``, the dense 3x3 conv a fused block runs instead of expand and dw.
+    New supernets start with the largest config active. In eval mode a config with
+    ``patch_grid > 1`` runs patch by patch.
     """
 
     def __init__(self, space: TinyCnnSpace) -> None:
@@ -218,17 +222,18 @@ class TinyCnnSupernet(nn.Module):
         )
         self.stages = nn.ModuleList()
         c_in = first
-        for c_out in stages:
+        for stage, c_out in enumerate(stages):
             blocks = nn.ModuleList()
             for _ in range(max(DEPTHS)):
                 hidden = make_divisible(c_in * max_expand)
-                blocks.append(
-                    nn.ModuleDict({
-                        "expand": _ElasticConv(c_in, hidden),
-                        "dw": _ElasticConv(hidden, hidden, max_kernel, depthwise=True),
-                        "project": _ElasticConv(hidden, c_out),
-                    })
-                )  # fmt: skip
+                block = nn.ModuleDict({
+                    "expand": _ElasticConv(c_in, hidden),
+                    "dw": _ElasticConv(hidden, hidden, max_kernel, depthwise=True),
+                    "project": _ElasticConv(hidden, c_out),
+                })  # fmt: skip
+                if stage < max(FUSED_STAGES):
+                    block["fused"] = _ElasticConv(c_in, hidden, FUSED_KERNEL)
+                blocks.append(block)
                 c_in = c_out
             self.stages.append(blocks)
         self.classifier = _ElasticLinear(c_in, space.num_classes)
@@ -304,17 +309,14 @@ class TinyCnnNet(nn.Module):
         layers = layer_plan(cfg)
         self.stem = ConvUnit(layers[0])
         self.first = nn.ModuleDict({"dw": ConvUnit(layers[1]), "pw": ConvUnit(layers[2])})
-        by_name = {layer.name: layer for layer in layers}
+        parts: dict[str, dict[str, ConvUnit]] = {}  # block -> its layers (by part name)
+        for layer in layers[3:-2]:
+            block, part = layer.name.rsplit(".", 1)
+            parts.setdefault(block, {})[part] = ConvUnit(layer)
         self.stages = nn.ModuleList(
-            nn.ModuleList(
-                nn.ModuleDict({
-                    part: ConvUnit(by_name[f"stages.{s}.{b}.{part}"])
-                    for part in ("expand", "dw", "project")
-                })
-                for b in range(depth)
-            )
+            nn.ModuleList(nn.ModuleDict(parts[f"stages.{s}.{b}"]) for b in range(depth))
             for s, depth in enumerate(cfg.depths)
-        )  # fmt: skip
+        )
         c_in = layers[-1].in_shape[2]
         self.classifier = nn.Linear(c_in, cfg.num_classes)
 

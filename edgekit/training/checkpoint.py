@@ -125,6 +125,14 @@ def check_space(payload: dict[str, Any], space: SearchSpace, path: str | os.Path
 
 def load_state(supernet: nn.Module, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """``load_state_dict`` (strict) that reports a mismatch as one-line CheckpointError."""
+    missing = [name for name in supernet.state_dict() if name not in state]
+    if missing:
+        # Typically a checkpoint saved before the space gained a knob with weights of its own.
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} lacks {len(missing)} weight(s) of the current supernet "
+            f"(e.g. {missing[0]!r}): it was trained for an older version of the space; "
+            "train the supernet again"
+        )
     try:
         supernet.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError) as e:

@@ -21,3 +21,7 @@ class ConfigError(EdgekitError):
 
 class CheckpointError(EdgekitError):
     """A checkpoint is missing, corrupt or belongs to another space."""
+
+
+class OutdatedCheckpointError(CheckpointError):
+    """A checkpoint saved by an older edgekit, before its space gained weights."""

@@ -401,3 +401,33 @@ def test_search_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(command) == 1  # the folder holds a run now: --resume or another --out
     assert "pass --resume" in capsys.readouterr().err
     assert cli.main([*command, "--resume"]) == 0
+
+
+def test_demo_end_to_end_on_a_folder_from_an_older_edgekit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edgekit demo` (1 supernet epoch, 2 evaluations) on a folder whose checkpoint lacks
+    weights the space gained since: it keeps that folder and starts afresh beside it."""
+    from edgekit import cli
+    from edgekit.data import load_dataset
+    from edgekit.spaces import get_space
+    from edgekit.training import recipe, train_supernet
+    from edgekit.training.checkpoint import read_checkpoint, save_checkpoint
+
+    out = tmp_path / "demo"
+    checkpoint = out / "tiny-cnn-supernet.pt"
+    digits = load_dataset("digits", seed=0)
+    space = get_space("tiny-cnn", num_classes=digits.num_classes, in_channels=1)
+    # What the demo's first run leaves (same settings), saved before fused blocks existed.
+    train_supernet(space, digits, checkpoint_path=checkpoint, seed=0, **{**recipe(space.name),
+                   "epochs": 1})  # fmt: skip
+    payload = read_checkpoint(checkpoint)
+    payload["supernet"] = {k: v for k, v in payload["supernet"].items() if ".fused." not in k}
+    save_checkpoint(payload, checkpoint)
+    command = ["demo", "--epochs", "1", "--evaluations", "2", "--out", str(out)]
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    assert "starting afresh" in printed and "chosen:" in printed
+    assert "TFLite Micro arena measured" in printed
+    (kept,) = tmp_path.glob("demo-old-*")
+    assert (kept / "tiny-cnn-supernet.pt").is_file() and checkpoint.is_file()

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import CheckpointError, ConfigError
+from edgekit.errors import CheckpointError, ConfigError, OutdatedCheckpointError
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -128,10 +128,10 @@ def load_state(supernet: nn.Module, state: dict[str, Any], path: str | os.PathLi
     missing = [name for name in supernet.state_dict() if name not in state]
     if missing:
         # Typically a checkpoint saved before the space gained a knob with weights of its own.
-        raise CheckpointError(
+        raise OutdatedCheckpointError(
             f"checkpoint {str(path)!r} lacks {len(missing)} weight(s) of the current supernet "
             f"(e.g. {missing[0]!r}): it was trained for an older version of the space; "
-            "train the supernet again"
+            "train the supernet again (move the file away, or give another output path)"
         )
     try:
         supernet.load_state_dict(state, strict=True)

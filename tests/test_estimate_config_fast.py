@@ -162,3 +162,17 @@ def test_chain_planner_with_shrinking_tensors_equals_the_greedy_planner(seed, ma
             base += ops
         requests += scratch
         assert chain_high_water(pieces, requests[0].size) == plan_greedy(requests).high_water
+
+
+@pytest.mark.parametrize("pointer_bytes", [4, 8])
+def test_patches_over_a_fused_first_stage_are_exact(pointer_bytes):
+    """The patched piece is assembled per layer for fused blocks (two layers, a 3x3 conv and a
+    project, with the residual inside the patches) as for inverted residuals."""
+    space = get_space("tiny-cnn", num_classes=10, in_channels=3)
+    for genome in (
+        "r24-st1-w0.35-rk1-p2s2-f2-k33.3.3.3-e32.2.2.2",
+        "r32-w0.5-rk0.75-p3s2-f1-k333.3.5.7-e264.3.2.2",
+        "r40-st1-w0.75-rk0.5-p4s2-f1-k3.3.3.3-e6.2.2.2",
+    ):
+        cfg = space.decode(genome)
+        assert estimate_config_bytes(cfg, pointer_bytes) == _full(cfg, pointer_bytes), genome

@@ -257,9 +257,8 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
     for index, key in enumerate(keys):
         bundle = cache.get(key)
         if bundle is None:
-            if key[0] == "patched" and cfg.patch_stages == 2 and not cfg.fused_stages:
-                # Rarely seen again (and large): assembled anew, not kept. (Fused blocks have
-                # no per-patch assembly yet: their patched piece is built whole, and kept.)
+            if key[0] == "patched" and cfg.patch_stages == 2:
+                # Rarely seen again (and large): assembled anew, not kept.
                 bundle = _assembled_patched(cfg, config)
             else:
                 specs = specs or pieces_of(cfg)
@@ -323,10 +322,11 @@ def _unit(
         skip = None
     else:
         # As in the whole graph, the skip tensor's node is an ancestor of the input's (the
-        # converter's order follows node names, so the name sorts as the block's expand).
+        # converter's order follows node names, so the name sorts as the block's first layer,
+        # the residual's source: its expand or fused conv).
         skip_node, skip_tensor = start(b, skip_shape, role="entry")
-        block = key[0][0].rsplit(".", 1)[0]
-        x_node, x = b.node(f"{PATCH_NAME}/{block}.expand", skip_node), Tensor(in_shape)
+        residual_from = key[0][-1]  # see layer_key
+        x_node, x = b.node(f"{PATCH_NAME}/{residual_from}", skip_node), Tensor(in_shape)
         entries = (x, skip_tensor)
         skip = (skip_node, skip_tensor)
     if isinstance(key[0], int):
@@ -390,7 +390,7 @@ class _PatchLayer(NamedTuple):
 @functools.lru_cache(maxsize=4096)
 def _block_layers(
     width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
-    stem_stride: int,
+    stem_stride: int, fused: bool,
 ) -> tuple[_PatchLayer, ...]:
     """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
     patch runs them, cut from a small config's layer plan (a config's own plan takes longer
@@ -398,26 +398,36 @@ def _block_layers(
     cfg = TinyCnnConfig(
         num_classes=2, in_channels=in_channels, resolution=32, width_mult=width,
         rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(max(block + 1, 1), 1, 1, 1),
-        kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12, stem_stride=stem_stride,
+        kernel_sizes=(3 if fused else kernel,) * 12, expand_ratios=(expand,) * 12,
+        stem_stride=stem_stride, fused_stages=int(fused),
     )  # fmt: skip
     layers = layer_plan(cfg)
-    first = 0 if block < 0 else 3 + 3 * block
+    per_block = _layers_per_block(fused)
+    first = 0 if block < 0 else 3 + per_block * block
+    count = 3 if block < 0 else per_block
     return tuple(
         _PatchLayer(_patch_layer_key(layer), layer.in_shape[2],
                     i == 0 or layers[i - 1].act is not None)
-        for i, layer in enumerate(layers[first : first + 3], start=first)
+        for i, layer in enumerate(layers[first : first + count], start=first)
     )  # fmt: skip
 
 
+def _layers_per_block(fused: bool) -> int:
+    return 2 if fused else 3  # fused conv, project / expand, dw, project
+
+
 @functools.lru_cache(maxsize=4096)
-def _patch_axis(resolution: int, stem_stride: int, grid: int, kernels: tuple[int, ...]) -> tuple:
+def _patch_axis(
+    resolution: int, stem_stride: int, grid: int, kernels: tuple[int, ...], fused: bool
+) -> tuple:
     """``axis_plan`` of a patched piece over the stem, the first block and first-stage
     blocks with these kernels (rows and columns alike: maps are square)."""
     convs = []
     size = resolution
     shapes = [(3, stem_stride), (3, 1), (1, 1)]
     for block, kernel in enumerate(kernels):
-        shapes += [(1, 1), (kernel, 2 if block == 0 else 1), (1, 1)]
+        stride = 2 if block == 0 else 1
+        shapes += [(3, stride), (1, 1)] if fused else [(1, 1), (kernel, stride), (1, 1)]
     for kernel, stride in shapes:
         out, before, _ = same_padding(size, kernel, stride)
         convs.append((size, kernel, stride, before))
@@ -437,15 +447,17 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     slice, same zeros) reuses that patch's tensors up to where they part."""
     depth, res, channels = cfg.depths[0], cfg.resolution, cfg.in_channels
     kernels, expands = cfg.kernel_sizes[:depth], cfg.expand_ratios[:depth]
-    stride = cfg.stem_stride
-    axis = _patch_axis(res, stride, cfg.patch_grid, kernels)
+    stride, fused = cfg.stem_stride, cfg.fused_stages > 0
+    axis = _patch_axis(res, stride, cfg.patch_grid, kernels, fused)
     width, rank = cfg.width_mult, cfg.rank_ratio
-    layers = _block_layers(width, channels, rank, -1, 3, 2, stride)
+    layers = _block_layers(width, channels, rank, -1, 3, 2, stride, fused)
     for block in range(depth):
         layers += _block_layers(
-            width, channels, rank, block, kernels[block], expands[block], stride
+            width, channels, rank, block, kernels[block], expands[block], stride, fused
         )
-    skip_of = {5 + 3 * b: 3 + 3 * b for b in range(1, depth)}  # residual -> its skip's layer
+    # Each residual (a block's last layer, every block but the first) -> its skip's layer.
+    n = _layers_per_block(fused)
+    skip_of = {3 + n * b + n - 1: 3 + n * b for b in range(1, depth)}
     image = (1, res, res, channels)
     whole = (0, res)
     sizes: list[int] = []

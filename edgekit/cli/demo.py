@@ -71,20 +71,20 @@ def _run(args: argparse.Namespace) -> int:
         def report_training(done: int, total: int, status: str) -> None:
             bar.update(task, completed=done, total=total, status=status)
 
-        try:
+        def train() -> None:
             train_supernet(
                 space, splits, checkpoint_path=checkpoint, resume=True, seed=args.seed,
                 progress=report_training, **settings,
             )  # fmt: skip
+
+        try:
+            train()
         except OutdatedCheckpointError as e:
             # A demo folder from an older edgekit: keep it, and start afresh beside it.
             kept = args.out.with_name(f"{args.out.name}-old-{time.strftime('%Y%m%d-%H%M%S')}")
             args.out.rename(kept)
             console.print(f"[yellow]{e}[/]\nmoved the old demo folder to {kept}; starting afresh")
-            train_supernet(
-                space, splits, checkpoint_path=checkpoint, resume=True, seed=args.seed,
-                progress=report_training, **settings,
-            )  # fmt: skip
+            train()
     trained = time.perf_counter()
     with progress(not args.quiet) as bar:
         task = bar.add_task("search", total=None, status="")

@@ -26,6 +26,10 @@ Steps (everything is kept in ``--out`` and resumes after an interruption):
    each trained from random initialisation exactly like ResNet-8 (with ``--retrain``); and where
    each exported model's flash goes (weights, biases, quantization parameters, flatbuffer
    overhead), read from the .tflite files.
+7. How the supernet ranks what fits: the inherited validation accuracy (after BatchNorm
+   recalibration, as the search measures it) of the smallest and largest subnets, of the
+   configs trained in steps 4 and 6 (next to their accuracy when trained like ResNet-8), and
+   of ``--ranking-samples`` other random configs that fit.
 
 Training budget: every model sees ``epochs + finetune_epochs`` passes over the training data
 (the supernet's passes cost more: the sandwich rule trains four subnets per step). To fit about
@@ -93,6 +97,8 @@ def main() -> int:
     )
     parser.add_argument("--reach-samples", type=int, default=3000,
                         help="random configs sampled to find the largest that fit the budgets")
+    parser.add_argument("--ranking-samples", type=int, default=8,
+                        help="random fitting configs whose inherited accuracy is listed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -138,6 +144,9 @@ def main() -> int:
     reach = _cached(args.out / "reach.json", lambda: _reach(splits, baseline, args))
     print("\n" + _reach_table(reach, baseline, args))
     print("\n" + _flash_table(results, retrained, args))
+    ranking = _cached(args.out / "ranking.json",
+                      lambda: _ranking(splits, supernet_path, baseline, reach, retrained, args))
+    print("\n" + _ranking_table(ranking, args))
     return 0
 
 
@@ -618,6 +627,65 @@ def _flash_table(results: dict[str, dict[str, Any]], retrained: dict[str, dict[s
             f"| {label} | {parts.total_bytes:,} | {parts.weight_bytes:,} ({share:.0%}) | "
             f"{parts.bias_bytes:,} | {parts.quantization_bytes:,} | {parts.overhead_bytes:,} |"
         )
+    return "\n".join(lines)
+
+
+def _ranking(splits: Any, supernet_path: Path, baseline: dict[str, Any], reach: dict[str, Any],
+             retrained: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Inherited validation accuracy (as the search measures it) of the subnets that step 4
+    and 6 trained like ResNet-8, of the smallest and largest, and of random fitting configs."""
+    import random
+
+    from edgekit.errors import ConfigError
+    from edgekit.estimate.from_config import estimate_config_bytes
+    from edgekit.search.objectives import evaluate_accuracy
+    from edgekit.training.checkpoint import load_supernet
+
+    space, supernet, _ = load_supernet(supernet_path)
+    rows = [{"label": "smallest", "genome": space.encode(space.smallest())},
+            {"label": "largest", "genome": space.encode(space.largest())}]  # fmt: skip
+    for name, r in retrained.items():
+        if r.get("genome") is not None:
+            rows.append({"label": f"{name} search's choice", "genome": r["genome"],
+                         "trained": r["int8_test_accuracy"]})  # fmt: skip
+    for r in reach["largest"]:
+        rows.append({"label": f"fitting config with the {r['label']}", "genome": r["genome"],
+                     "trained": r.get("fp32_test_accuracy")})  # fmt: skip
+    rng = random.Random(args.seed + 1)
+    found = 0
+    while found < args.ranking_samples:
+        cfg = space.sample(rng)
+        try:
+            arena, flash = estimate_config_bytes(cfg)
+        except ConfigError:
+            continue
+        if arena <= baseline["arena_board_bytes"] and flash <= baseline["flash_bytes"]:
+            found += 1
+            rows.append({"label": f"random fitting config {found}", "genome": space.encode(cfg)})
+    for row in rows:
+        row["inherited"] = evaluate_accuracy(
+            space, supernet, space.decode(row["genome"]), splits.val,
+            recalibrate_with=splits.train, batches=10, max_samples=args.eval_samples,
+            seed=args.seed,
+        )  # fmt: skip
+    return {"rows": rows}
+
+
+def _ranking_table(ranking: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        "### How the supernet ranks what fits",
+        "",
+        f"Inherited validation accuracy ({args.eval_samples} images, BatchNorm recalibrated on "
+        "10 batches, as the search measures it) against the test accuracy of the same "
+        "architecture trained like ResNet-8 (int8 for the searches' choices, fp32 for the "
+        "others):",
+        "",
+        "| subnet | genome | inherited val acc | trained like ResNet-8 |",
+        "|---|---|---:|---:|",
+    ]
+    for row in ranking["rows"]:
+        lines.append(f"| {row['label']} | `{row['genome']}` | {_percent(row['inherited'])} | "
+                     f"{_percent(row.get('trained'))} |")  # fmt: skip
     return "\n".join(lines)
 
 

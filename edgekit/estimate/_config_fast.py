@@ -398,36 +398,26 @@ def _block_layers(
     cfg = TinyCnnConfig(
         num_classes=2, in_channels=in_channels, resolution=32, width_mult=width,
         rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(max(block + 1, 1), 1, 1, 1),
-        kernel_sizes=(3 if fused else kernel,) * 12, expand_ratios=(expand,) * 12,
-        stem_stride=stem_stride, fused_stages=int(fused),
+        kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12, stem_stride=stem_stride,
+        fused_stages=int(fused),
     )  # fmt: skip
     layers = layer_plan(cfg)
-    per_block = _layers_per_block(fused)
-    first = 0 if block < 0 else 3 + per_block * block
-    count = 3 if block < 0 else per_block
+    prefix = f"stages.0.{block}."
     return tuple(
         _PatchLayer(_patch_layer_key(layer), layer.in_shape[2],
                     i == 0 or layers[i - 1].act is not None)
-        for i, layer in enumerate(layers[first : first + count], start=first)
+        for i, layer in enumerate(layers)
+        if (layer.name.startswith(prefix) if block >= 0
+            else layer.is_conv and not layer.name.startswith("stages."))
     )  # fmt: skip
 
 
-def _layers_per_block(fused: bool) -> int:
-    return 2 if fused else 3  # fused conv, project / expand, dw, project
-
-
 @functools.lru_cache(maxsize=4096)
-def _patch_axis(
-    resolution: int, stem_stride: int, grid: int, kernels: tuple[int, ...], fused: bool
-) -> tuple:
-    """``axis_plan`` of a patched piece over the stem, the first block and first-stage
-    blocks with these kernels (rows and columns alike: maps are square)."""
+def _patch_axis(resolution: int, grid: int, shapes: tuple[tuple[int, int], ...]) -> tuple:
+    """``axis_plan`` of a patched piece whose layers have these (kernel, stride) (rows and
+    columns alike: maps are square)."""
     convs = []
     size = resolution
-    shapes = [(3, stem_stride), (3, 1), (1, 1)]
-    for block, kernel in enumerate(kernels):
-        stride = 2 if block == 0 else 1
-        shapes += [(3, stride), (1, 1)] if fused else [(1, 1), (kernel, stride), (1, 1)]
     for kernel, stride in shapes:
         out, before, _ = same_padding(size, kernel, stride)
         convs.append((size, kernel, stride, before))
@@ -448,16 +438,19 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     depth, res, channels = cfg.depths[0], cfg.resolution, cfg.in_channels
     kernels, expands = cfg.kernel_sizes[:depth], cfg.expand_ratios[:depth]
     stride, fused = cfg.stem_stride, cfg.fused_stages > 0
-    axis = _patch_axis(res, stride, cfg.patch_grid, kernels, fused)
     width, rank = cfg.width_mult, cfg.rank_ratio
     layers = _block_layers(width, channels, rank, -1, 3, 2, stride, fused)
     for block in range(depth):
         layers += _block_layers(
             width, channels, rank, block, kernels[block], expands[block], stride, fused
         )
-    # Each residual (a block's last layer, every block but the first) -> its skip's layer.
-    n = _layers_per_block(fused)
-    skip_of = {3 + n * b + n - 1: 3 + n * b for b in range(1, depth)}
+    # layer_key: name [0], kernel [4], stride [5], residual_from [-1]
+    shapes = tuple((layer.key[4], layer.key[5]) for layer in layers)
+    axis = _patch_axis(res, cfg.patch_grid, shapes)
+    names = [layer.key[0] for layer in layers]
+    skip_of = {  # residual layer -> the layer whose input it adds
+        i: names.index(layer.key[-1]) for i, layer in enumerate(layers) if layer.key[-1]
+    }
     image = (1, res, res, channels)
     whole = (0, res)
     sizes: list[int] = []

@@ -65,6 +65,7 @@ class Int8Model:
     arena: TflmMeasurement
     convert_seconds: float
     verify_seconds: float
+    estimated_host_bytes: int | None = None  # the memory model's arena for this interpreter
 
 
 @dataclass
@@ -255,7 +256,8 @@ def quantize_and_verify(
 
     started = time.perf_counter()
     try:
-        arena = measure_tflm(model, expected=_host_arena_estimate(model))
+        estimated_host_bytes = _host_arena_estimate(model)
+        arena = measure_tflm(model, expected=estimated_host_bytes)
     except TflmRuntimeError as e:
         raise ExportError(f"TFLite Micro cannot run the exported model: {e}") from e
     input_spec, _ = io_specs(model)
@@ -290,6 +292,7 @@ def quantize_and_verify(
         arena=arena,
         convert_seconds=convert_seconds,
         verify_seconds=verify_seconds,
+        estimated_host_bytes=estimated_host_bytes,
     )
 
 
@@ -304,15 +307,17 @@ def _host_arena_estimate(model: bytes) -> int | None:
         return None
 
 
-def _memory_estimates(model: bytes, board: DeviceProfile | None) -> dict[str, Any]:
+def _memory_estimates(chosen: Int8Model, board: DeviceProfile | None) -> dict[str, Any]:
     """Arena estimated by the memory model for the host interpreter (comparable with the
-    measurement) and for the board's firmware build; ``None`` where the model cannot say."""
+    measurement; computed when the model was verified) and for the board's firmware build;
+    ``None`` where the model cannot say."""
     from edgekit.estimate import analyze_tflite, fits
 
-    out: dict[str, Any] = {"estimated_host_bytes": None, "estimated_firmware_bytes": None}
+    model = chosen.model
+    out: dict[str, Any] = {
+        "estimated_host_bytes": chosen.estimated_host_bytes, "estimated_firmware_bytes": None,
+    }  # fmt: skip
     try:
-        host = analyze_tflite(model)
-        out["estimated_host_bytes"] = host.arena_bytes
         pointer, alignment = (
             (4, 16) if board is None else (board.pointer_bytes, board.alignment_bytes)
         )
@@ -611,7 +616,7 @@ def export_model(
             chosen = qat_model
 
     stage("memory model and bundle")
-    memory = _memory_estimates(chosen.model, board)
+    memory = _memory_estimates(chosen, board)
     timings = {
         "convert": ptq.convert_seconds,
         "verify": ptq.verify_seconds,

@@ -528,8 +528,6 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgekit.errors import ConfigError
-    from edgekit.estimate.from_config import estimate_config_bytes
     from edgekit.export.verify import accuracy
     from edgekit.spaces import get_space
     from edgekit.training import to_nchw
@@ -540,11 +538,7 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
     fitting = []
     for _ in range(args.reach_samples):
         cfg = space.sample(rng)
-        try:
-            arena, flash = estimate_config_bytes(cfg)
-        except ConfigError:  # a patch grid too fine for the network
-            continue
-        if arena <= baseline["arena_board_bytes"] and flash <= baseline["flash_bytes"]:
+        if _fits_budget(cfg, baseline):
             fitting.append((cfg, space.count(cfg)))
     resnet8 = _resnet8_module(splits.num_classes, splits.input_shape[2]).eval()
     with FlopCounterMode(display=False) as flops, torch.no_grad():
@@ -574,6 +568,18 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
             row["fp32_test_accuracy"] = accuracy(logits.numpy(), splits.test.y)
         result["largest"].append(row)
     return result
+
+
+def _fits_budget(cfg: Any, baseline: dict[str, Any]) -> bool:
+    """Whether ``cfg`` fits ResNet-8's arena and flash (config-based memory model)."""
+    from edgekit.errors import ConfigError
+    from edgekit.estimate.from_config import estimate_config_bytes
+
+    try:
+        arena, flash = estimate_config_bytes(cfg)
+    except ConfigError:  # a patch grid too fine for the network
+        return False
+    return arena <= baseline["arena_board_bytes"] and flash <= baseline["flash_bytes"]
 
 
 def _reach_table(reach: dict[str, Any], baseline: dict[str, Any], args: argparse.Namespace) -> str:
@@ -636,10 +642,8 @@ def _ranking(splits: Any, supernet_path: Path, baseline: dict[str, Any], reach: 
     and 6 trained like ResNet-8, of the smallest and largest, and of random fitting configs."""
     import random
 
-    from edgekit.errors import ConfigError
-    from edgekit.estimate.from_config import estimate_config_bytes
     from edgekit.search.objectives import evaluate_accuracy
-    from edgekit.training.checkpoint import load_supernet
+    from edgekit.training import load_supernet
 
     space, supernet, _ = load_supernet(supernet_path)
     rows = [{"label": "smallest", "genome": space.encode(space.smallest())},
@@ -655,11 +659,7 @@ def _ranking(splits: Any, supernet_path: Path, baseline: dict[str, Any], reach: 
     found = 0
     while found < args.ranking_samples:
         cfg = space.sample(rng)
-        try:
-            arena, flash = estimate_config_bytes(cfg)
-        except ConfigError:
-            continue
-        if arena <= baseline["arena_board_bytes"] and flash <= baseline["flash_bytes"]:
+        if _fits_budget(cfg, baseline):
             found += 1
             rows.append({"label": f"random fitting config {found}", "genome": space.encode(cfg)})
     for row in rows:

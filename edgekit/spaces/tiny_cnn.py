@@ -438,7 +438,7 @@ class TinyCnnSpace(SearchSpace):
                 for s in range(NUM_STAGES)
                 for b in range(MAX_DEPTH)
             )
-        fused_blocks = knobs.get("fused_stages", FUSED_STAGES[0]) * MAX_DEPTH
+        fused_blocks = knobs["fused_stages"] * MAX_DEPTH
         knobs["kernel_sizes"] = (KERNEL_SIZES[0],) * fused_blocks + knobs["kernel_sizes"][
             fused_blocks:
         ]
@@ -568,7 +568,7 @@ class TinyCnnSpace(SearchSpace):
                 f"genome {genome!r}: expand ratios per stage {[len(g) for g in expand_groups]} "
                 f"do not match the kernel sizes per stage {list(depths)}"
             )
-        fused = knobs.get("fused_stages", FUSED_STAGES[0])
+        fused = knobs["fused_stages"]
         for stage, group in enumerate(kernel_groups[:fused]):
             if any(k != FUSED_KERNEL for k in group):
                 raise ConfigError(

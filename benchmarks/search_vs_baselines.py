@@ -12,7 +12,9 @@ Steps (everything is kept in ``--out`` and resumes after an interruption):
    cosine, label smoothing, flips and shifts) for ``epochs + finetune_epochs`` epochs, exported
    to int8 and measured: its tensor arena for a 32-bit board build (the memory model on the
    exported file) and its flash become the search's budgets ("budgets equal to the reference").
-2. One tiny-cnn supernet trained for ``epochs`` epochs on the same data.
+2. One tiny-cnn supernet trained for ``epochs`` epochs on the same data: by default as
+   ``edgekit search`` trains it (the space's largest subnet as the teacher, every other subnet
+   one that fits the budgets); ``--supernet-subnets`` chooses otherwise.
 3. Three searches on that supernet with the same number of accuracy evaluations and the same
    budgets: NSGA-II with the GBDT predictor (the tool's default), NSGA-II without it, and random
    search. Each fine-tunes its chosen model for ``finetune_epochs`` epochs and exports it.
@@ -77,6 +79,13 @@ def main() -> int:
     parser.add_argument("--space", default="tiny-cnn")
     parser.add_argument("--epochs", type=int, default=6, help="supernet epochs")
     parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument(
+        "--supernet-subnets",
+        choices=("fitting", "fitting-only", "space"),
+        default="fitting",
+        help="the supernet's subnets, as edgekit search --supernet-subnets "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--evaluations", type=int, default=100, help="per search")
     parser.add_argument("--population", type=int, default=20)
     parser.add_argument("--eval-samples", type=int, default=1000, help="val images per eval")
@@ -125,7 +134,7 @@ def main() -> int:
                 len(splits.val), len(splits.test))  # fmt: skip
 
     baseline = _cached(args.out / "resnet8.json", lambda: _resnet8(splits, args))
-    supernet_path, supernet_seconds = _supernet(splits, args)
+    supernet_path, supernet_seconds = _supernet(splits, baseline, args)
     results = {}
     for name in args.strategies:
         results[name] = _cached(
@@ -343,17 +352,26 @@ def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- supernet and searches ---------------------------------------------------------------------
-def _supernet(splits: Any, args: argparse.Namespace) -> tuple[Path, float]:
+def _supernet(splits: Any, baseline: dict[str, Any],
+              args: argparse.Namespace) -> tuple[Path, float]:  # fmt: skip
+    from edgekit.profiles import load_profile
+    from edgekit.search import Budget
+    from edgekit.search.objectives import subnet_sampler
     from edgekit.spaces import get_space
     from edgekit.training import train_supernet
 
     space = get_space(args.space, num_classes=splits.num_classes,
                       in_channels=splits.input_shape[2])  # fmt: skip
     path = args.out / f"supernet-{args.space}.pt"
+    board = load_profile(BOARD)
+    budget = Budget.for_board(board, sram=baseline["arena_board_bytes"],
+                              flash=baseline["flash_bytes"])  # fmt: skip
+    sampler = subnet_sampler(space, board, budget, args.supernet_subnets, seed=args.seed)
     options = {k: v for k, v in RECIPE.items() if k not in ("lr", "batch_size")}
     result = train_supernet(space, splits, epochs=args.epochs, checkpoint_path=path,
                             batch_size=RECIPE["batch_size"], lr=RECIPE["lr"], seed=args.seed,
-                            resume=True, val_samples=1000, **options)  # fmt: skip
+                            resume=True, val_samples=1000, sampler=sampler,
+                            **options)  # fmt: skip
     seconds = sum(epoch["seconds"] for epoch in result.history)
     return path, seconds
 

@@ -213,6 +213,32 @@ def test_an_existing_run_needs_resume_with_the_same_settings(
     assert resumed.summaries["tiny-vit"]["cached"] == 14
 
 
+def test_a_supernet_trained_by_the_search_trains_only_subnets_that_fit(
+    tmp_path: Path, splits: Splits
+) -> None:
+    from edgekit.training import read_checkpoint
+
+    result = _search(tmp_path / "own", splits, None, supernet_epochs=1,
+                     evaluations=4, population=4)  # fmt: skip
+    subnets = read_checkpoint(result.run_dir / "supernets" / "tiny-vit.pt")["subnets"]
+    assert subnets["kind"] == "fitting"
+    assert subnets["constraint"] == {"board": BOARD, **result.budget.to_dict()}
+    space = get_space("tiny-vit", num_classes=4, in_channels=1)
+    board = load_profile(BOARD)
+    # The teacher is the space's largest, which does not fit; the other subnets all do.
+    assert subnets["largest"] == space.encode(space.largest())
+    assert not result.budget.fits(footprint(space, space.largest(), board))
+    assert result.budget.fits(footprint(space, space.decode(subnets["smallest"]), board))
+    checkpoint = str(result.run_dir / "supernets" / "tiny-vit.pt")
+    assert objectives.supernet_teacher(space, checkpoint) == space.largest()
+    assert objectives.supernet_teacher(space, "in-memory") == space.largest()
+    only = objectives.subnet_sampler(space, board, result.budget, "fitting-only", seed=0)
+    assert result.budget.fits(footprint(space, only.largest, board))
+    assert only.describe()["largest"] == space.encode(only.largest)
+    with pytest.raises(SearchError, match="supernet_subnets='some'"):
+        _search(tmp_path / "bad", splits, None, supernet_subnets="some")
+
+
 def test_a_second_search_on_the_same_folder_is_refused(
     tmp_path: Path, splits: Splits, supernet: torch.nn.Module
 ) -> None:

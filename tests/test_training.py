@@ -21,6 +21,8 @@ import edgekit.spaces as spaces_registry
 from edgekit.errors import CheckpointError, ConfigError, DatasetError
 from edgekit.spaces import ArchConfig, Counts, SearchSpace
 from edgekit.training import (
+    FittingSampler,
+    SpaceSampler,
     evaluate,
     load_supernet,
     preserved_buffers,
@@ -348,6 +350,56 @@ def test_bad_settings_are_config_errors(toy, digits, tmp_path):
         _train(toy, digits, tmp_path / "s.pt", epochs=0)
 
 
+# --- which subnets are trained ----------------------------------------------------------------
+def _narrow(cfg: ToyConfig) -> bool:
+    return cfg.width == 8
+
+
+def test_fitting_sampler_draws_only_what_fits(toy):
+    sampler = FittingSampler(toy, _narrow, {"rule": "width 8"}, seed=3, pool_size=50)
+    assert sorted(map(toy.encode, sampler.pool)) == [
+        "r12-w8-d1", "r12-w8-d2", "r8-w8-d1", "r8-w8-d2",
+    ]  # fmt: skip: all four narrow configs, each once
+    assert _narrow(sampler.largest) and _narrow(sampler.smallest)
+    rng = random.Random(0)
+    assert all(_narrow(sampler.sample(rng)) for _ in range(100))
+    again = FittingSampler(toy, _narrow, {"rule": "width 8"}, seed=3, pool_size=50)
+    assert again.pool == sampler.pool and again.describe() == sampler.describe()
+    described = sampler.describe()
+    assert described["kind"] == "fitting" and described["found"] == 4
+    assert described["constraint"] == {"rule": "width 8"}
+    taught = FittingSampler(toy, _narrow, {}, seed=3, teacher=toy.largest())
+    assert taught.largest == toy.largest() and taught.pool == sampler.pool
+    whole = SpaceSampler(toy)
+    assert (whole.largest, whole.smallest) == (toy.largest(), toy.smallest())
+
+
+def test_fitting_sampler_with_nothing_that_fits_is_a_config_error(toy):
+    with pytest.raises(ConfigError, match=r"no toy subnet of 40 drawn satisfies .*width 99"):
+        FittingSampler(toy, lambda cfg: False, {"rule": "width 99"}, max_draws=40)
+    with pytest.raises(ConfigError, match="pool_size=0"):
+        FittingSampler(toy, _narrow, {}, pool_size=0)
+
+
+def test_training_on_fitting_subnets_trains_only_those_and_resumes_only_with_them(
+    toy, digits, tmp_path, monkeypatch
+):
+    sampler = FittingSampler(toy, _narrow, {"rule": "width 8"})
+    trained: list[ToyConfig] = []
+    original = ToyNet.set_active
+    monkeypatch.setattr(
+        ToyNet, "set_active", lambda self, cfg: (trained.append(cfg), original(self, cfg))[1]
+    )
+    path = tmp_path / "narrow.pt"
+    _train(toy, digits, path, epochs=1, num_random=2, sampler=sampler)
+    assert trained and all(_narrow(cfg) for cfg in trained)
+    assert read_checkpoint(path)["subnets"] == sampler.describe()
+    with pytest.raises(CheckpointError, match=r"subnets .*width 8.* got \{.kind.: .sp"):
+        _train(toy, digits, path, epochs=2, resume=True)
+    resumed = _train(toy, digits, path, epochs=2, resume=True, sampler=sampler)
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
+
+
 # --- evaluation and BatchNorm recalibration ---------------------------------------------------
 def test_recalibration_is_a_cumulative_average_and_evaluate_restores(toy, digits, tmp_path):
     supernet = _train(toy, digits, tmp_path / "s.pt", epochs=1).supernet
@@ -420,3 +472,20 @@ def test_cli_train_supernet(tmp_path, capsys):
     assert "resumed from epoch 1" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="unknown space"):
         _train_cli(["train-supernet", "--space", "nope", "--out", str(tmp_path / "x.pt")])
+
+
+def test_cli_train_supernet_for_a_board_trains_what_fits(tmp_path, capsys):
+    out = tmp_path / "cnn.pt"
+    argv = ["-q", "train-supernet", "--space", "tiny-cnn", "--out", str(out), "--epochs", "1",
+            "--max-per-split", "32", "--threads", "1", "--board", "stm32f746g-disco",
+            "--sram", "60KiB"]  # fmt: skip
+    assert _train_cli(argv) == 0
+    printed = capsys.readouterr().out
+    subnets = read_checkpoint(out)["subnets"]
+    assert subnets["kind"] == "fitting"
+    assert subnets["constraint"]["board"] == "stm32f746g-disco"
+    assert subnets["constraint"]["sram_bytes"] == 60 * 1024
+    assert "smallest that fits" in printed and subnets["smallest"] in printed
+    with pytest.raises(ConfigError, match="--sram needs --board"):
+        _train_cli(["train-supernet", "--space", "tiny-cnn", "--out", str(tmp_path / "x.pt"),
+                    "--sram", "60KiB"])  # fmt: skip

@@ -24,6 +24,26 @@ def add_profiles_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_budget_options(
+    parser: argparse.ArgumentParser, *, board_help: str, board_required: bool = False
+) -> None:
+    """--board, --sram, --flash and --latency-ms, as ``edgekit search`` reads them."""
+    parser.add_argument("--board", metavar="NAME", required=board_required, help=board_help)
+    parser.add_argument(
+        "--sram",
+        metavar="SIZE",
+        help="tensor-arena budget, e.g. 256KiB (default: the board's SRAM after the firmware)",
+    )
+    parser.add_argument(
+        "--flash",
+        metavar="SIZE",
+        help="model flash budget, e.g. 1MiB (default: the board's flash after the firmware)",
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, metavar="MS", help="latency budget (default: none)"
+    )
+
+
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",

@@ -7,7 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgekit.cli._common import add_data_options, add_profiles_option, console, progress
+from edgekit.cli._common import (
+    add_budget_options,
+    add_data_options,
+    add_profiles_option,
+    console,
+    progress,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="search space: a name from 'edgekit space list', or 'all' (default: %(default)s)",
     )
-    parser.add_argument("--board", required=True, help="board profile name or .toml path")
-    parser.add_argument(
-        "--sram",
-        metavar="SIZE",
-        help="tensor-arena budget, e.g. 256KiB (default: the board's SRAM after the firmware)",
-    )
-    parser.add_argument(
-        "--flash",
-        metavar="SIZE",
-        help="model flash budget, e.g. 1MiB (default: the board's flash after the firmware)",
-    )
-    parser.add_argument(
-        "--latency-ms", type=float, metavar="MS", help="latency budget (default: none)"
+    add_budget_options(
+        parser, board_help="board profile name or .toml path", board_required=True
     )
     add_data_options(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="run folder")
@@ -91,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="N",
         help="epochs when training the supernet (default: the space's recipe)",
+    )
+    parser.add_argument(
+        "--supernet-subnets",
+        choices=("fitting", "fitting-only", "space"),
+        default="fitting",
+        help="subnets a supernet trained here trains: 'fitting', the space's largest as the "
+        "teacher and otherwise only subnets that fit the budgets (MCUNet); 'fitting-only', the "
+        "teacher fits too (faster, less accurate); 'space', every subnet (default: %(default)s)",
     )
     parser.add_argument(
         "--finetune-epochs",
@@ -154,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             eval_samples=args.eval_samples,
             supernet=_supernets(args.supernet),
             supernet_epochs=args.supernet_epochs,
+            supernet_subnets=args.supernet_subnets,
             finetune_epochs=args.finetune_epochs,
             export=not args.no_export,
             qat=args.qat,

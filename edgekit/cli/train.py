@@ -6,7 +6,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from edgekit.cli._common import add_data_options, console, progress
+from edgekit.cli._common import (
+    add_budget_options,
+    add_data_options,
+    add_profiles_option,
+    console,
+    progress,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train one weight-shared supernet for a search space with the sandwich "
         "rule and in-place distillation, checkpointing after every epoch, then report the "
         "test accuracy of its largest and smallest subnets. Options left out come from the "
-        "space's tuned recipe.",
+        "space's tuned recipe. With --board it trains only the subnets that fit the board's "
+        "budgets (as 'edgekit search' does), which then rank far better against each other.",
     )
     parser.add_argument("--space", required=True, metavar="NAME", help="search space name")
     add_data_options(parser)
@@ -40,11 +47,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads (default: the cores available)"
     )
+    add_budget_options(
+        parser,
+        board_help="train only the subnets that fit this board's budgets (profile name or "
+        ".toml path; default: every subnet of the space)",
+    )
+    add_profiles_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgekit.errors import CheckpointError
+    from edgekit.errors import CheckpointError, ConfigError
     from edgekit.spaces import get_space
 
     out = Path(args.out)
@@ -55,14 +68,32 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise CheckpointError(f"--out {str(out)!r} is a directory; expected a file path")
     get_space(args.space)  # fail on a bad name before loading any data
+    budget_given = [f"--{k.replace('_', '-')}" for k in ("sram", "flash", "latency_ms")
+                    if getattr(args, k) is not None]  # fmt: skip
+    if budget_given and args.board is None:
+        raise ConfigError(f"{', '.join(budget_given)} needs --board")
+    board = None
+    if args.board is not None:
+        from edgekit.profiles import load_profile
+        from edgekit.search import Budget
+
+        board = load_profile(args.board, args.profiles)
+        budget = Budget.for_board(
+            board, sram=args.sram, flash=args.flash, latency_ms=args.latency_ms
+        )
 
     from edgekit.data import load_dataset
-    from edgekit.training import evaluate, recipe, train_supernet
+    from edgekit.training import SpaceSampler, SubnetSampler, evaluate, recipe, train_supernet
 
     splits = load_dataset(args.data, seed=args.seed, max_per_split=args.max_per_split)
     space = get_space(
         args.space, num_classes=splits.num_classes, in_channels=splits.input_shape[2]
     )
+    sampler: SubnetSampler = SpaceSampler(space)
+    if board is not None:
+        from edgekit.search.objectives import subnet_sampler
+
+        sampler = subnet_sampler(space, board, budget, "fitting", seed=args.seed)
     settings = recipe(space.name)
     for key in ("epochs", "batch_size", "lr"):
         if getattr(args, key) is not None:
@@ -82,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=report,
             num_threads=args.threads,
+            sampler=sampler,
             **settings,
         )
     from rich.table import Table
@@ -92,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for column in ("subnet", "genome", "inherited BN", "recalibrated BN"):
         table.add_column(column, justify="right" if "BN" in column else "left")
-    for label, cfg in (("largest", space.largest()), ("smallest", space.smallest())):
+    fitting = "" if board is None else " that fits"
+    for label, cfg in (("largest", sampler.largest), (f"smallest{fitting}", sampler.smallest)):
         inherited = evaluate(space, result.supernet, cfg, splits.test)
         recalibrated = evaluate(
             space, result.supernet, cfg, splits.test, recalibrate_with=splits.train

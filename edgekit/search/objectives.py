@@ -24,14 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import CheckpointError
+from edgekit.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
     from edgekit.data.splits import Split, Splits
     from edgekit.profiles import DeviceProfile
+    from edgekit.search.budget import Budget
     from edgekit.spaces import ArchConfig, SearchSpace
+    from edgekit.training.sampling import SubnetSampler
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,35 @@ def evaluate_accuracy(
 
 
 # --- supernet --------------------------------------------------------------------------------
+SUPERNET_SUBNETS = ("fitting", "fitting-only", "space")
+
+
+def subnet_sampler(
+    space: SearchSpace, board: DeviceProfile, budget: Budget, subnets: str, *, seed: int
+) -> SubnetSampler:
+    """The subnets a supernet trained for this search trains: ``"fitting"``, the space's
+    largest as the teacher and otherwise only subnets that fit ``budget`` on ``board``
+    (MCUNet's feasible space); ``"fitting-only"``, the teacher too is the largest that fits
+    (several times faster on small budgets, and worse: docs/BENCHMARKS.md); ``"space"``, every
+    subnet (BigNAS)."""
+    from edgekit.training.sampling import FittingSampler, SpaceSampler
+
+    if subnets == "space":
+        return SpaceSampler(space)
+    if subnets not in SUPERNET_SUBNETS:
+        raise ConfigError(f"subnets={subnets!r}: expected one of {SUPERNET_SUBNETS}")
+
+    def fits(cfg: ArchConfig) -> bool:
+        try:
+            return budget.fits(footprint(space, cfg, board))
+        except ConfigError:  # e.g. a patch grid finer than the network's feature maps
+            return False
+
+    constraint = {"board": board.name, **budget.to_dict()}
+    teacher = space.largest() if subnets == "fitting" else None
+    return FittingSampler(space, fits, constraint, seed=seed, teacher=teacher)
+
+
 def prepare_supernet(
     space: SearchSpace,
     splits: Splits,
@@ -120,10 +151,12 @@ def prepare_supernet(
     seed: int,
     progress: ProgressCallback | None = None,
     num_threads: int | None = None,
+    sampler: Callable[[], SubnetSampler] | None = None,
 ) -> tuple[nn.Module, str]:
     """The trained supernet to search: ``source`` itself (a module), a checkpoint to reuse
     (a path), or, for ``None``, one trained (or resumed) at ``checkpoint_path`` with the space's
-    recipe. Returns ``(supernet, where)``; ``where`` is the checkpoint path or "in-memory"."""
+    recipe, on the subnets ``sampler()`` returns (default: the whole space). Returns
+    ``(supernet, where)``; ``where`` is the checkpoint path or "in-memory"."""
     from edgekit.training import load_supernet, recipe, train_supernet
 
     if source is not None and not isinstance(source, str | os.PathLike):
@@ -156,9 +189,21 @@ def prepare_supernet(
         seed=seed,
         progress=progress,
         num_threads=num_threads,
+        sampler=None if sampler is None else sampler(),
         **settings,
     )
     return result.supernet, str(checkpoint_path)
+
+
+def supernet_teacher(space: SearchSpace, where: str) -> ArchConfig:
+    """The subnet the supernet at ``where`` (a checkpoint path, or "in-memory") was trained with
+    as its teacher: the space's largest unless its checkpoint names another."""
+    if where == "in-memory":
+        return space.largest()
+    from edgekit.training import read_checkpoint
+
+    genome = read_checkpoint(where).get("subnets", {}).get("largest")
+    return space.largest() if genome is None else space.decode(genome)
 
 
 # --- fine-tuning -----------------------------------------------------------------------------
@@ -173,11 +218,13 @@ def finetune_subnet(
     lr: float = 5e-4,
     batch_size: int = 64,
     distill_weight: float = 0.7,
+    teacher: ArchConfig | None = None,
     progress: ProgressCallback | None = None,
 ) -> nn.Module:
     """A copy of ``supernet`` whose subnet ``cfg`` was fine-tuned for ``epochs`` on the training
-    split, distilling from the original supernet's largest subnet (soft targets computed once)
-    mixed with the hard labels; AdamW with a cosine schedule. The original is left unchanged."""
+    split, distilling from the original supernet's ``teacher`` subnet (default: the largest;
+    soft targets computed once) mixed with the hard labels; AdamW with a cosine schedule. The
+    original is left unchanged."""
     import torch
     import torch.nn.functional as F
 
@@ -185,7 +232,7 @@ def finetune_subnet(
 
     images = to_nchw(splits.train.x)
     labels = torch.from_numpy(splits.train.y)
-    teacher_cfg = space.largest()
+    teacher_cfg = space.largest() if teacher is None else teacher
     supernet.eval()
     supernet.set_active(teacher_cfg)
     with torch.no_grad():

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from edgekit import __version__
 from edgekit.search.budget import Budget
 from edgekit.search.errors import ImpossibleBudgetError, SearchError
+from edgekit.search.objectives import SUPERNET_SUBNETS, subnet_sampler
 from edgekit.search.store import (
     RUN_FILE,
     RUN_FORMAT,
@@ -151,6 +152,7 @@ def run_search(
     recalibrate_batches: int = 10,
     supernet: Any = None,
     supernet_epochs: int | None = None,
+    supernet_subnets: str = "fitting",
     finetune_epochs: int = 3,
     export: bool = True,
     qat: str = "auto",
@@ -166,8 +168,10 @@ def run_search(
     dataset spec for :func:`edgekit.data.load_dataset` or loaded :class:`Splits`. ``supernet``
     is a checkpoint path or a module to reuse (a mapping space -> either for several spaces);
     by default one is trained per space with its recipe (``supernet_epochs`` overrides the
-    epochs). ``evaluations`` is the number of accuracy evaluations per space. The chosen model
-    of every space is fine-tuned for ``finetune_epochs`` and exported unless ``export=False``.
+    epochs) on the subnets that fit the budgets (``supernet_subnets="fitting"``) or on the
+    whole space (``"space"``). ``evaluations`` is the number of accuracy evaluations per
+    space. The chosen model of every space is fine-tuned for ``finetune_epochs`` and exported
+    unless ``export=False``.
 
     A folder that holds a run needs ``resume=True`` (with the same settings) to continue it;
     a folder in use by another search is refused. Raises ImpossibleBudgetError when nothing
@@ -186,6 +190,10 @@ def run_search(
     )  # fmt: skip
     if qat not in QAT_MODES:
         raise SearchError(f"qat={qat!r}: expected one of {QAT_MODES}")
+    if supernet_subnets not in SUPERNET_SUBNETS:
+        raise SearchError(
+            f"supernet_subnets={supernet_subnets!r}: expected one of {SUPERNET_SUBNETS}"
+        )
     if finetune_epochs < 0:
         raise SearchError(f"finetune_epochs={finetune_epochs!r}: expected 0 or more")
     sources = _supernet_for(supernet, names)
@@ -203,6 +211,10 @@ def run_search(
             "search": settings.to_dict(),
             "supernets": {name: _describe_source(src) for name, src in sources.items()},
             "supernet_epochs": supernet_epochs,
+            # Only a supernet trained here has subnets to choose.
+            "supernet_subnets": (
+                supernet_subnets if any(src is None for src in sources.values()) else None
+            ),
             "finetune_epochs": finetune_epochs,
             "export": export,
             "qat": qat,
@@ -223,8 +235,11 @@ def _open_run(run_dir: Path, description: dict[str, Any], resume: bool) -> None:
                 f"{str(run_dir)!r} already holds a search; pass --resume to continue it or "
                 "choose another --out"
             )
-        saved = read_run(run_dir)
-        check_same_settings(saved.get("settings", {}), description, run_dir)
+        saved = dict(read_run(run_dir).get("settings", {}))
+        if "supernet_subnets" not in saved:  # runs from before the choice trained every subnet
+            trained = any(src is None for src in saved.get("supernets", {}).values())
+            saved["supernet_subnets"] = "space" if trained else None
+        check_same_settings(saved, description, run_dir)
         logger.info("resuming the search in %s", run_dir)
         return
     if resume and (run_dir / TRIALS_FILE).exists():
@@ -342,6 +357,10 @@ class _Run:
             seed=self.settings.seed,
             progress=report,
             num_threads=self.num_threads,
+            sampler=lambda: subnet_sampler(
+                space, self.board, self.budget, self.description["supernet_subnets"],
+                seed=self.settings.seed,
+            ),
         )
 
     def _accuracy_fn(self, space: SearchSpace, supernet: nn.Module) -> Callable[[Any], float]:
@@ -436,6 +455,7 @@ class _Run:
             finetune_subnet,
             load_module_state,
             save_module_state,
+            supernet_teacher,
         )
 
         module, where = supernet
@@ -457,7 +477,8 @@ class _Run:
             self._report_progress(done, total, f"{space.name}: {status}")
 
         tuned = finetune_subnet(space, module, cfg, self.splits, epochs=epochs,
-                                seed=self.settings.seed, progress=report)  # fmt: skip
+                                seed=self.settings.seed, teacher=supernet_teacher(space, where),
+                                progress=report)  # fmt: skip
         validation = self.splits.val if len(self.splits.val) else self.splits.test
         after = evaluate_accuracy(
             space, tuned, cfg, validation, recalibrate_with=self.splits.train,
@@ -498,7 +519,12 @@ def export_point(
     run's settings unless given. The bundle goes to ``out_dir`` (default
     ``<run>/models/<space>-<rank>``) and is recorded in the run's trial store."""
     from edgekit.profiles import load_profile
-    from edgekit.search.objectives import export_subnet, finetune_subnet, prepare_supernet
+    from edgekit.search.objectives import (
+        export_subnet,
+        finetune_subnet,
+        prepare_supernet,
+        supernet_teacher,
+    )
     from edgekit.spaces import get_space
 
     run_dir = Path(run_dir)
@@ -537,7 +563,8 @@ def export_point(
         cfg = space.from_dict(point.config)
         epochs = saved["finetune_epochs"] if finetune_epochs is None else finetune_epochs
         if epochs:
-            module = finetune_subnet(space, module, cfg, splits, epochs=epochs, seed=seed)
+            module = finetune_subnet(space, module, cfg, splits, epochs=epochs, seed=seed,
+                                     teacher=supernet_teacher(space, where))  # fmt: skip
         target = Path(out_dir) if out_dir is not None else (
             run_dir / "models" / f"{point.space}-{rank}")  # fmt: skip
         summary = export_subnet(

@@ -18,10 +18,14 @@ from edgekit.training.evaluate import (
     to_nchw,
 )
 from edgekit.training.recipes import RECIPES, recipe
+from edgekit.training.sampling import FittingSampler, SpaceSampler, SubnetSampler
 from edgekit.training.supernet import TrainResult, TrainSettings, limit_threads, train_supernet
 
 __all__ = [
     "RECIPES",
+    "FittingSampler",
+    "SpaceSampler",
+    "SubnetSampler",
     "TrainResult",
     "TrainSettings",
     "batchnorm_layers",

@@ -6,6 +6,10 @@ labels), accumulates all gradients and takes one optimizer step. Every subnet se
 resized to its own resolution. The BatchNorm running statistics follow the largest subnet only;
 every other subnet needs ``recalibrate_bn`` before its accuracy means anything.
 
+Which subnets count as largest, smallest and random is a ``SubnetSampler``'s choice
+(``edgekit.training.sampling``): the whole space by default, or only the configs that fit a
+board's budgets.
+
 Two knobs beyond BigNAS fit short CPU budgets: ``smallest_weight`` scales the smallest
 subnet's loss (the shared weights otherwise drift towards what the big subnets need, and the
 smallest pays most), and ``distill_warmup_epochs`` ramps distillation in from hard labels (an
@@ -47,6 +51,7 @@ from edgekit.training.checkpoint import (
     save_checkpoint,
 )
 from edgekit.training.evaluate import evaluate, prepare_input, preserved_buffers, to_nchw
+from edgekit.training.sampling import SpaceSampler, SubnetSampler
 
 if TYPE_CHECKING:
     from edgekit.data.splits import Splits
@@ -143,6 +148,7 @@ def train_supernet(
     num_random: int = 2,
     progress: ProgressCallback | None = None,
     num_threads: int | None = None,
+    sampler: SubnetSampler | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train ``space``'s supernet on ``splits.train`` and checkpoint it after every epoch.
@@ -152,7 +158,9 @@ def train_supernet(
     from it (only ``epochs``, ``checkpoint_every`` and ``val_samples`` may differ from the
     saved settings; a larger ``epochs`` stretches the remaining cosine schedule); without a
     checkpoint it starts afresh. ``progress(done_steps, total_steps, status)`` is called after
-    every step.
+    every step. ``sampler`` picks the subnets each step trains (default: the whole space;
+    :class:`~edgekit.training.sampling.FittingSampler` trains only those that fit a budget);
+    a run resumes only with the same one.
     """
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainSettings)})
     if unknown:
@@ -167,7 +175,8 @@ def train_supernet(
     )
     _check_data(space, splits)
     limit_threads(num_threads)
-    return _Trainer(space, splits, settings, Path(checkpoint_path), progress).run(resume)
+    sampler = sampler or SpaceSampler(space)
+    return _Trainer(space, splits, settings, sampler, Path(checkpoint_path), progress).run(resume)
 
 
 def _check_data(space: SearchSpace, splits: Splits) -> None:
@@ -196,10 +205,12 @@ class _Trainer:
         space: SearchSpace,
         splits: Splits,
         settings: TrainSettings,
+        sampler: SubnetSampler,
         path: Path,
         progress: ProgressCallback | None,
     ) -> None:
         self.space = space
+        self.sampler = sampler
         self.splits = splits
         self.settings = settings
         self.path = path
@@ -207,8 +218,8 @@ class _Trainer:
         self.train_x = to_nchw(splits.train.x)
         self.train_y = torch.from_numpy(splits.train.y)
         self.steps_per_epoch = len(self._batches(0))
-        self.largest = space.largest()
-        self.smallest = space.smallest()
+        self.largest = sampler.largest
+        self.smallest = sampler.smallest
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
@@ -267,6 +278,7 @@ class _Trainer:
             "num_classes": self.space.num_classes,
             "in_channels": self.space.in_channels,
             "settings": dataclasses.asdict(self.settings),
+            "subnets": self.sampler.describe(),
             "data": {
                 "name": self.splits.name,
                 "source": self.splits.source,
@@ -306,6 +318,13 @@ class _Trainer:
                     f"checkpoint {str(self.path)!r} was trained with {key}={saved.get(key)!r}, "
                     f"got {key}={value!r}; use the same settings to resume"
                 )
+        # Checkpoints from before samplers trained the whole space.
+        saved_subnets = payload.get("subnets", {"kind": "space"})
+        if saved_subnets != self.sampler.describe():
+            raise CheckpointError(
+                f"checkpoint {str(self.path)!r} trained the subnets {saved_subnets}, got "
+                f"{self.sampler.describe()}; use the same subnets (budget) to resume"
+            )
         data_name = payload.get("data", {}).get("name")
         if data_name != self.splits.name:
             raise CheckpointError(
@@ -444,9 +463,9 @@ class _Trainer:
         generator = torch.Generator().manual_seed(derived_seed(s.seed, 1, epoch, step))
         x = self._augment(self.train_x[index], generator)
         y = self.train_y[index]
-        sampler = random.Random(derived_seed(s.seed, 2, epoch, step))
+        rng = random.Random(derived_seed(s.seed, 2, epoch, step))
         others: list[ArchConfig] = [self.smallest]
-        others += [self.space.sample(sampler) for _ in range(s.num_random)]
+        others += [self.sampler.sample(rng) for _ in range(s.num_random)]
 
         self.supernet.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -467,13 +486,13 @@ class _Trainer:
             distill *= min(1.0, done_epochs / s.distill_warmup_epochs)
         # Only the largest subnet's batches update the running statistics.
         with preserved_buffers(self.supernet):
-            for cfg in others:
+            for position, cfg in enumerate(others):
                 self.supernet.set_active(cfg)
                 student = self.supernet(prepare_input(self.space, x, cfg))
                 sub_loss = distill * _soft_cross_entropy(student, teacher)
                 if distill < 1.0:
                     sub_loss = sub_loss + (1 - distill) * F.cross_entropy(student, y)
-                if cfg is self.smallest:
+                if position == 0:  # the smallest (a random draw may be it too)
                     sub_loss = sub_loss * s.smallest_weight
                 sub_loss.backward()
         if s.grad_clip:

@@ -208,6 +208,11 @@ def test_an_existing_run_needs_resume_with_the_same_settings(
     with pytest.raises(SearchError, match="evaluations"):
         _search(finished_run.run_dir, splits, supernet, resume=True, evaluations=20)
     before = (finished_run.run_dir / "trials.jsonl").read_bytes()
+    # A run from before `supernet_subnets` existed resumes too.
+    run_file = finished_run.run_dir / "run.json"
+    saved = json.loads(run_file.read_text())
+    assert saved["settings"].pop("supernet_subnets") is None  # a supernet was given
+    run_file.write_text(json.dumps(saved))
     resumed = _search(finished_run.run_dir, splits, supernet, resume=True)
     assert (finished_run.run_dir / "trials.jsonl").read_bytes() == before  # nothing redone
     assert resumed.summaries["tiny-vit"]["cached"] == 14

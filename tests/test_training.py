@@ -399,6 +399,14 @@ def test_training_on_fitting_subnets_trains_only_those_and_resumes_only_with_the
     resumed = _train(toy, digits, path, epochs=2, resume=True, sampler=sampler)
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
 
+    # A checkpoint from before samplers existed trained the whole space.
+    older = tmp_path / "older.pt"
+    _train(toy, digits, older, epochs=1)
+    payload = read_checkpoint(older)
+    assert payload.pop("subnets") == {"kind": "space"}
+    save_checkpoint(payload, older)
+    assert _train(toy, digits, older, epochs=2, resume=True).resumed_from_epoch == 1
+
 
 # --- evaluation and BatchNorm recalibration ---------------------------------------------------
 def test_recalibration_is_a_cumulative_average_and_evaluate_restores(toy, digits, tmp_path):

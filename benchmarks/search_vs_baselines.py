@@ -30,8 +30,10 @@ Steps (everything is kept in ``--out`` and resumes after an interruption):
    overhead), read from the .tflite files.
 7. How the supernet ranks what fits: the inherited validation accuracy (after BatchNorm
    recalibration, as the search measures it) of the smallest and largest subnets, of the
-   configs trained in steps 4 and 6 (next to their accuracy when trained like ResNet-8), and
-   of ``--ranking-samples`` other random configs that fit.
+   configs trained in steps 4 and 6, and of ``--ranking-samples`` other random configs that
+   fit, next to their accuracy when trained like ResNet-8 (with ``--retrain``, the random ones
+   and the smallest are trained from scratch for this; ``ranking-trained.json`` does not depend
+   on the supernet and may be copied between output folders), and the rank correlation.
 
 Training budget: every model sees ``epochs + finetune_epochs`` passes over the training data
 (the supernet's passes cost more: the sandwich rule trains four subnets per step). To fit about
@@ -155,7 +157,11 @@ def main() -> int:
     print("\n" + _flash_table(results, retrained, args))
     ranking = _cached(args.out / "ranking.json",
                       lambda: _ranking(splits, supernet_path, baseline, reach, retrained, args))
-    print("\n" + _ranking_table(ranking, args))
+    from_scratch = {}
+    if args.retrain:
+        from_scratch = _cached(args.out / "ranking-trained.json",
+                               lambda: _ranking_trained(splits, baseline, args))
+    print("\n" + _ranking_table(ranking, from_scratch, args))
     return 0
 
 
@@ -546,9 +552,7 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgekit.export.verify import accuracy
     from edgekit.spaces import get_space
-    from edgekit.training import to_nchw
 
     space = get_space(args.space, num_classes=splits.num_classes,
                       in_channels=splits.input_shape[2])  # fmt: skip
@@ -567,25 +571,62 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
     }  # fmt: skip
     if not fitting:
         return result
-    epochs = args.epochs + args.finetune_epochs
     for label, field in (("most MACs", "macs"), ("most parameters", "params")):
         cfg, counts = max(fitting, key=lambda item: getattr(item[1], field))
         row = {"label": label, "genome": space.encode(cfg), "macs": counts.macs,
                "params": counts.params}  # fmt: skip
         if args.retrain:
-            torch.manual_seed(args.seed)
-            network = _Resized(space, space.build_supernet(), cfg)
-            started = time.perf_counter()
-            _train(network, splits, epochs, args.seed, label=row["genome"])
-            row["train_seconds"] = round(time.perf_counter() - started, 1)
-            images = to_nchw(splits.test.x)
-            with torch.no_grad():
-                logits = torch.cat([network(images[i : i + 500])
-                                    for i in range(0, len(images), 500)])  # fmt: skip
-            row["epochs"] = epochs
-            row["fp32_test_accuracy"] = accuracy(logits.numpy(), splits.test.y)
+            row.update(_from_scratch(space, cfg, splits, args))
         result["largest"].append(row)
     return result
+
+
+def _from_scratch(space: Any, cfg: Any, splits: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``cfg`` trained from random initialisation exactly like ResNet-8: fp32 test accuracy."""
+    import torch
+
+    from edgekit.export.verify import accuracy
+    from edgekit.training import to_nchw
+
+    epochs = args.epochs + args.finetune_epochs
+    torch.manual_seed(args.seed)
+    network = _Resized(space, space.build_supernet(), cfg)
+    started = time.perf_counter()
+    _train(network, splits, epochs, args.seed, label=space.encode(cfg))
+    seconds = round(time.perf_counter() - started, 1)
+    images = to_nchw(splits.test.x)
+    with torch.no_grad():
+        logits = torch.cat([network(images[i : i + 500])
+                            for i in range(0, len(images), 500)])  # fmt: skip
+    return {"epochs": epochs, "train_seconds": seconds,
+            "fp32_test_accuracy": accuracy(logits.numpy(), splits.test.y)}  # fmt: skip
+
+
+def _ranking_samples(space: Any, baseline: dict[str, Any], args: argparse.Namespace) -> list[Any]:
+    """The ``--ranking-samples`` random fitting configs of step 7 (the same for every run)."""
+    import random
+
+    rng = random.Random(args.seed + 1)
+    found: list[Any] = []
+    while len(found) < args.ranking_samples:
+        cfg = space.sample(rng)
+        if _fits_budget(cfg, baseline):
+            found.append(cfg)
+    return found
+
+
+def _ranking_trained(splits: Any, baseline: dict[str, Any],
+                     args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    """Step 7's random fitting configs and the smallest, trained from scratch like ResNet-8
+    (independent of the supernet: the cache file can be shared between output folders)."""
+    from edgekit.spaces import get_space
+
+    space = get_space(args.space, num_classes=splits.num_classes,
+                      in_channels=splits.input_shape[2])  # fmt: skip
+    trained = {}
+    for cfg in [space.smallest(), *_ranking_samples(space, baseline, args)]:
+        trained[space.encode(cfg)] = _from_scratch(space, cfg, splits, args)
+    return trained
 
 
 def _fits_budget(cfg: Any, baseline: dict[str, Any]) -> bool:
@@ -658,7 +699,6 @@ def _ranking(splits: Any, supernet_path: Path, baseline: dict[str, Any], reach: 
              retrained: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """Inherited validation accuracy (as the search measures it) of the subnets that step 4
     and 6 trained like ResNet-8, of the smallest and largest, and of random fitting configs."""
-    import random
 
     from edgekit.search.objectives import evaluate_accuracy
     from edgekit.training import load_supernet
@@ -673,13 +713,8 @@ def _ranking(splits: Any, supernet_path: Path, baseline: dict[str, Any], reach: 
     for r in reach["largest"]:
         rows.append({"label": f"fitting config with the {r['label']}", "genome": r["genome"],
                      "trained": r.get("fp32_test_accuracy")})  # fmt: skip
-    rng = random.Random(args.seed + 1)
-    found = 0
-    while found < args.ranking_samples:
-        cfg = space.sample(rng)
-        if _fits_budget(cfg, baseline):
-            found += 1
-            rows.append({"label": f"random fitting config {found}", "genome": space.encode(cfg)})
+    for number, cfg in enumerate(_ranking_samples(space, baseline, args), start=1):
+        rows.append({"label": f"random fitting config {number}", "genome": space.encode(cfg)})
     for row in rows:
         row["inherited"] = evaluate_accuracy(
             space, supernet, space.decode(row["genome"]), splits.val,
@@ -689,21 +724,34 @@ def _ranking(splits: Any, supernet_path: Path, baseline: dict[str, Any], reach: 
     return {"rows": rows}
 
 
-def _ranking_table(ranking: dict[str, Any], args: argparse.Namespace) -> str:
+def _ranking_table(ranking: dict[str, Any], from_scratch: dict[str, Any],
+                   args: argparse.Namespace) -> str:  # fmt: skip
+    from scipy.stats import kendalltau
+
     lines = [
         "### How the supernet ranks what fits",
         "",
         f"Inherited validation accuracy ({args.eval_samples} images, BatchNorm recalibrated on "
         "10 batches, as the search measures it) against the test accuracy of the same "
-        "architecture trained like ResNet-8 (int8 for the searches' choices, fp32 for the "
-        "others):",
+        "architecture trained like ResNet-8 (int8 from the supernet's weights for the "
+        "searches' choices, fp32 from random initialisation for the others):",
         "",
         "| subnet | genome | inherited val acc | trained like ResNet-8 |",
         "|---|---|---:|---:|",
     ]
+    pairs = []
     for row in ranking["rows"]:
+        trained = row.get("trained")
+        if trained is None:
+            trained = from_scratch.get(row["genome"], {}).get("fp32_test_accuracy")
+        if trained is not None and "search's choice" not in row["label"]:
+            pairs.append((row["inherited"], trained))
         lines.append(f"| {row['label']} | `{row['genome']}` | {_percent(row['inherited'])} | "
-                     f"{_percent(row.get('trained'))} |")  # fmt: skip
+                     f"{_percent(trained)} |")  # fmt: skip
+    if len(pairs) >= 3:
+        tau = kendalltau(*zip(*pairs, strict=True)).statistic
+        lines += ["", f"Kendall tau, inherited vs trained from random initialisation, over "
+                      f"{len(pairs)} configs: {tau:.2f}."]  # fmt: skip
     return "\n".join(lines)
 
 

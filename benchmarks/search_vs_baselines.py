@@ -750,8 +750,9 @@ def _ranking_table(ranking: dict[str, Any], from_scratch: dict[str, Any],
                      f"{_percent(trained)} |")  # fmt: skip
     if len(pairs) >= 3:
         tau = kendalltau(*zip(*pairs, strict=True)).statistic
+        text = "undefined (ties)" if math.isnan(tau) else f"{tau:.2f}"
         lines += ["", f"Kendall tau, inherited vs trained from random initialisation, over "
-                      f"{len(pairs)} configs: {tau:.2f}."]  # fmt: skip
+                      f"{len(pairs)} configs: {text}."]  # fmt: skip
     return "\n".join(lines)
 
 

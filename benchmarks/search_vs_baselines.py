@@ -82,6 +82,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6, help="supernet epochs")
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument(
+        "--smallest-weight",
+        type=float,
+        default=1.0,
+        help="supernet loss weight of the smallest subnet; 0 trains it only when a random "
+        "draw picks it (default: %(default)s)",
+    )
+    parser.add_argument(
         "--supernet-subnets",
         choices=("fitting", "fitting-only", "space"),
         default="fitting",
@@ -380,6 +387,7 @@ def _supernet(splits: Any, baseline: dict[str, Any],
                               flash=baseline["flash_bytes"])  # fmt: skip
     sampler = subnet_sampler(space, board, budget, args.supernet_subnets, seed=args.seed)
     options = {k: v for k, v in RECIPE.items() if k not in ("lr", "batch_size")}
+    options["smallest_weight"] = args.smallest_weight
     result = train_supernet(space, splits, epochs=args.epochs, checkpoint_path=path,
                             batch_size=RECIPE["batch_size"], lr=RECIPE["lr"], seed=args.seed,
                             resume=True, val_samples=1000, sampler=sampler,

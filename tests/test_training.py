@@ -374,6 +374,30 @@ def test_fitting_sampler_draws_only_what_fits(toy):
     assert (whole.largest, whole.smallest) == (toy.largest(), toy.smallest())
 
 
+def test_smallest_weight_zero_leaves_the_smallest_out_of_the_sandwich(
+    toy, digits, tmp_path, monkeypatch
+):
+    trained: list[ToyConfig] = []
+    original = ToyNet.set_active
+
+    def set_active(self, cfg):
+        trained.append(cfg)
+        original(self, cfg)
+
+    monkeypatch.setattr(ToyNet, "set_active", set_active)
+    monkeypatch.setattr("edgekit.training.supernet.evaluate", lambda *args, **kw: 0.0)
+    sampler = FittingSampler(toy, lambda cfg: cfg.width == 16, {"rule": "wide"})
+    counts = []
+    for weight in (0.0, 1.0):
+        trained.clear()
+        _train(toy, digits, tmp_path / f"s{weight}.pt", epochs=1, num_random=1,
+               smallest_weight=weight, sampler=sampler)  # fmt: skip
+        counts.append(len(trained))
+        assert all(cfg.width == 16 for cfg in trained)
+    steps = 5  # 160 images / batch 32
+    assert counts[1] - counts[0] == steps  # one subnet less per step
+
+
 def test_fitting_sampler_with_nothing_that_fits_is_a_config_error(toy):
     with pytest.raises(ConfigError, match=r"no toy subnet of 40 drawn satisfies .*width 99"):
         FittingSampler(toy, lambda cfg: False, {"rule": "width 99"}, max_draws=40)

@@ -81,7 +81,7 @@ class TrainSettings:
     label_smoothing: float = 0.1  # largest subnet's hard-label loss
     distill_weight: float = 0.9  # other subnets: weight of soft-CE to the largest vs hard labels
     distill_warmup_epochs: float = 0.0  # ramp distill_weight up from 0 (a poor early teacher)
-    smallest_weight: float = 1.0  # loss multiplier of the smallest subnet
+    smallest_weight: float = 1.0  # loss multiplier of the smallest subnet; 0: not sandwiched
     grad_clip: float = 5.0  # max gradient norm; 0 disables
     shift: int = 1  # random translation in pixels at the dataset's resolution; 0 disables
     hflip: bool = False  # random horizontal flips (natural images, not digits)
@@ -464,7 +464,8 @@ class _Trainer:
         x = self._augment(self.train_x[index], generator)
         y = self.train_y[index]
         rng = random.Random(derived_seed(s.seed, 2, epoch, step))
-        others: list[ArchConfig] = [self.smallest]
+        # With smallest_weight 0 the smallest is trained only when a random draw picks it.
+        others: list[ArchConfig] = [self.smallest] if s.smallest_weight else []
         others += [self.sampler.sample(rng) for _ in range(s.num_random)]
 
         self.supernet.train()
@@ -492,7 +493,7 @@ class _Trainer:
                 sub_loss = distill * _soft_cross_entropy(student, teacher)
                 if distill < 1.0:
                     sub_loss = sub_loss + (1 - distill) * F.cross_entropy(student, y)
-                if position == 0:  # the smallest (a random draw may be it too)
+                if position == 0 and s.smallest_weight:  # the smallest (a draw may be it too)
                     sub_loss = sub_loss * s.smallest_weight
                 sub_loss.backward()
         if s.grad_clip:

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rule and in-place distillation, checkpointing after every epoch, then report the "
         "test accuracy of its largest and smallest subnets. Options left out come from the "
         "space's tuned recipe. With --board it trains only the subnets that fit the board's "
-        "budgets (as 'edgekit search' does), which then rank far better against each other.",
+        "budgets, with the space's largest as the teacher (as 'edgekit search' does): the "
+        "supernet then ranks those subnets better.",
     )
     parser.add_argument("--space", required=True, metavar="NAME", help="search space name")
     add_data_options(parser)

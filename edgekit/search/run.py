@@ -168,10 +168,10 @@ def run_search(
     dataset spec for :func:`edgekit.data.load_dataset` or loaded :class:`Splits`. ``supernet``
     is a checkpoint path or a module to reuse (a mapping space -> either for several spaces);
     by default one is trained per space with its recipe (``supernet_epochs`` overrides the
-    epochs) on the subnets that fit the budgets (``supernet_subnets="fitting"``) or on the
-    whole space (``"space"``). ``evaluations`` is the number of accuracy evaluations per
-    space. The chosen model of every space is fine-tuned for ``finetune_epochs`` and exported
-    unless ``export=False``.
+    epochs) on the subnets that fit the budgets (``supernet_subnets``: see
+    :func:`edgekit.search.objectives.subnet_sampler`). ``evaluations`` is the number of
+    accuracy evaluations per space. The chosen model of every space is fine-tuned for
+    ``finetune_epochs`` and exported unless ``export=False``.
 
     A folder that holds a run needs ``resume=True`` (with the same settings) to continue it;
     a folder in use by another search is refused. Raises ImpossibleBudgetError when nothing

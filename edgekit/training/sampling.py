@@ -97,7 +97,7 @@ class FittingSampler(SubnetSampler):
                 "nothing to train"
             )
         self.pool = list(found)
-        by_size = sorted(self.pool, key=lambda c: (_macs(space, c), space.encode(c)))
+        by_size = sorted(self.pool, key=lambda c: (_size(space, c), space.encode(c)))
         self.smallest = by_size[0]
         self.largest = by_size[-1] if teacher is None else teacher
         logger.info(
@@ -120,6 +120,6 @@ class FittingSampler(SubnetSampler):
         }
 
 
-def _macs(space: SearchSpace, cfg: ArchConfig) -> tuple[int, int]:
+def _size(space: SearchSpace, cfg: ArchConfig) -> tuple[int, int]:
     counts = space.count(cfg)
     return counts.macs, counts.params

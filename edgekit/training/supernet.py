@@ -218,8 +218,6 @@ class _Trainer:
         self.train_x = to_nchw(splits.train.x)
         self.train_y = torch.from_numpy(splits.train.y)
         self.steps_per_epoch = len(self._batches(0))
-        self.largest = sampler.largest
-        self.smallest = sampler.smallest
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
@@ -415,7 +413,7 @@ class _Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": round(seconds, 3),
         }
-        for label, cfg in (("largest", self.largest), ("smallest", self.smallest)):
+        for label, cfg in (("largest", self.sampler.largest), ("smallest", self.sampler.smallest)):
             metrics[f"val_acc_{label}"] = evaluate(
                 self.space,
                 self.supernet,
@@ -464,14 +462,17 @@ class _Trainer:
         x = self._augment(self.train_x[index], generator)
         y = self.train_y[index]
         rng = random.Random(derived_seed(s.seed, 2, epoch, step))
-        # With smallest_weight 0 the smallest is trained only when a random draw picks it.
-        others: list[ArchConfig] = [self.smallest] if s.smallest_weight else []
-        others += [self.sampler.sample(rng) for _ in range(s.num_random)]
+        # (subnet, loss weight); with smallest_weight 0 the smallest is trained only when drawn.
+        others: list[tuple[ArchConfig, float]] = (
+            [(self.sampler.smallest, s.smallest_weight)] if s.smallest_weight else []
+        )
+        others += [(self.sampler.sample(rng), 1.0) for _ in range(s.num_random)]
 
         self.supernet.train()
         self.optimizer.zero_grad(set_to_none=True)
-        self.supernet.set_active(self.largest)
-        logits = self.supernet(prepare_input(self.space, x, self.largest))
+        largest = self.sampler.largest
+        self.supernet.set_active(largest)
+        logits = self.supernet(prepare_input(self.space, x, largest))
         loss = F.cross_entropy(logits, y, label_smoothing=s.label_smoothing)
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -487,15 +488,13 @@ class _Trainer:
             distill *= min(1.0, done_epochs / s.distill_warmup_epochs)
         # Only the largest subnet's batches update the running statistics.
         with preserved_buffers(self.supernet):
-            for position, cfg in enumerate(others):
+            for cfg, weight in others:
                 self.supernet.set_active(cfg)
                 student = self.supernet(prepare_input(self.space, x, cfg))
                 sub_loss = distill * _soft_cross_entropy(student, teacher)
                 if distill < 1.0:
                     sub_loss = sub_loss + (1 - distill) * F.cross_entropy(student, y)
-                if position == 0 and s.smallest_weight:  # the smallest (a draw may be it too)
-                    sub_loss = sub_loss * s.smallest_weight
-                sub_loss.backward()
+                (sub_loss * weight).backward()
         if s.grad_clip:
             nn.utils.clip_grad_norm_(self.supernet.parameters(), s.grad_clip)
         self.optimizer.step()

@@ -373,8 +373,6 @@ def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
 # --- supernet and searches ---------------------------------------------------------------------
 def _supernet(splits: Any, baseline: dict[str, Any],
               args: argparse.Namespace) -> tuple[Path, float]:  # fmt: skip
-    from edgekit.profiles import load_profile
-    from edgekit.search import Budget
     from edgekit.search.objectives import subnet_sampler
     from edgekit.spaces import get_space
     from edgekit.training import train_supernet
@@ -382,9 +380,7 @@ def _supernet(splits: Any, baseline: dict[str, Any],
     space = get_space(args.space, num_classes=splits.num_classes,
                       in_channels=splits.input_shape[2])  # fmt: skip
     path = args.out / f"supernet-{args.space}.pt"
-    board = load_profile(BOARD)
-    budget = Budget.for_board(board, sram=baseline["arena_board_bytes"],
-                              flash=baseline["flash_bytes"])  # fmt: skip
+    board, budget = _board_budget(baseline)
     sampler = subnet_sampler(space, board, budget, args.supernet_subnets, seed=args.seed)
     options = {k: v for k, v in RECIPE.items() if k not in ("lr", "batch_size")}
     options["smallest_weight"] = args.smallest_weight
@@ -566,15 +562,17 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from edgekit.search.objectives import fits_budget
     from edgekit.spaces import get_space
 
     space = get_space(args.space, num_classes=splits.num_classes,
                       in_channels=splits.input_shape[2])  # fmt: skip
+    board, budget = _board_budget(baseline)
     rng = random.Random(args.seed)
     fitting = []
     for _ in range(args.reach_samples):
         cfg = space.sample(rng)
-        if _fits_budget(cfg, baseline):
+        if fits_budget(space, cfg, board, budget):
             fitting.append((cfg, space.count(cfg)))
     resnet8 = _resnet8_module(splits.num_classes, splits.input_shape[2]).eval()
     with FlopCounterMode(display=False) as flops, torch.no_grad():
@@ -620,11 +618,14 @@ def _ranking_samples(space: Any, baseline: dict[str, Any], args: argparse.Namesp
     """The ``--ranking-samples`` random fitting configs of step 7 (the same for every run)."""
     import random
 
+    from edgekit.search.objectives import fits_budget
+
+    board, budget = _board_budget(baseline)
     rng = random.Random(args.seed + 1)
     found: list[Any] = []
     while len(found) < args.ranking_samples:
         cfg = space.sample(rng)
-        if _fits_budget(cfg, baseline):
+        if fits_budget(space, cfg, board, budget):
             found.append(cfg)
     return found
 
@@ -643,16 +644,14 @@ def _ranking_trained(splits: Any, baseline: dict[str, Any],
     return trained
 
 
-def _fits_budget(cfg: Any, baseline: dict[str, Any]) -> bool:
-    """Whether ``cfg`` fits ResNet-8's arena and flash (config-based memory model)."""
-    from edgekit.errors import ConfigError
-    from edgekit.estimate.from_config import estimate_config_bytes
+def _board_budget(baseline: dict[str, Any]) -> tuple[Any, Any]:
+    """The board and ResNet-8's budgets on it: what every search here must fit."""
+    from edgekit.profiles import load_profile
+    from edgekit.search import Budget
 
-    try:
-        arena, flash = estimate_config_bytes(cfg)
-    except ConfigError:  # a patch grid too fine for the network
-        return False
-    return arena <= baseline["arena_board_bytes"] and flash <= baseline["flash_bytes"]
+    board = load_profile(BOARD)
+    return board, Budget.for_board(board, sram=baseline["arena_board_bytes"],
+                                   flash=baseline["flash_bytes"])  # fmt: skip
 
 
 def _reach_table(reach: dict[str, Any], baseline: dict[str, Any], args: argparse.Namespace) -> str:

@@ -64,6 +64,15 @@ def memory_footprint(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile) 
     return estimate_config_bytes(cfg, device=board)
 
 
+def fits_budget(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile, budget: Budget) -> bool:
+    """Whether ``cfg`` fits ``budget`` on ``board``; a config the memory model cannot build
+    (e.g. a patch grid finer than the network's feature maps) does not."""
+    try:
+        return budget.fits(footprint(space, cfg, board))
+    except ConfigError:
+        return False
+
+
 def latency_ms(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile) -> float:
     from edgekit.estimate.latency import estimate_latency_ms
 
@@ -130,15 +139,12 @@ def subnet_sampler(
     if subnets not in SUPERNET_SUBNETS:
         raise ConfigError(f"subnets={subnets!r}: expected one of {SUPERNET_SUBNETS}")
 
-    def fits(cfg: ArchConfig) -> bool:
-        try:
-            return budget.fits(footprint(space, cfg, board))
-        except ConfigError:  # e.g. a patch grid finer than the network's feature maps
-            return False
-
     constraint = {"board": board.name, **budget.to_dict()}
     teacher = space.largest() if subnets == "fitting" else None
-    return FittingSampler(space, fits, constraint, seed=seed, teacher=teacher)
+    return FittingSampler(
+        space, lambda cfg: fits_budget(space, cfg, board, budget), constraint, seed=seed,
+        teacher=teacher,
+    )  # fmt: skip
 
 
 def prepare_supernet(

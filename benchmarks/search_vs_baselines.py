@@ -237,8 +237,11 @@ def _resnet8_module(num_classes: int, in_channels: int) -> Any:
     return ResNet8()
 
 
-def _train(module: Any, splits: Any, epochs: int, seed: int, label: str = "ResNet-8") -> None:
-    """The supernet trainer's recipe (edgekit.training.TrainSettings) on one network."""
+def _train(module: Any, splits: Any, epochs: int, seed: int, label: str = "ResNet-8",
+           device: str = "cpu") -> None:
+    """The supernet trainer's recipe (edgekit.training.TrainSettings) on one network (already
+    on ``device``). The batch order and augmentation draws come from a CPU generator, so a
+    GPU run sees the same batches as a CPU run."""
     import torch
     import torch.nn.functional as F
 
@@ -246,7 +249,8 @@ def _train(module: Any, splits: Any, epochs: int, seed: int, label: str = "ResNe
 
     torch.manual_seed(seed)
     r = RECIPE
-    images, labels = to_nchw(splits.train.x), torch.from_numpy(splits.train.y)
+    images = to_nchw(splits.train.x).to(device)
+    labels = torch.from_numpy(splits.train.y).to(device)
     decay = [p for p in module.parameters() if p.ndim > 1]
     no_decay = [p for p in module.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": r["weight_decay"]},
@@ -264,17 +268,23 @@ def _train(module: Any, splits: Any, epochs: int, seed: int, label: str = "ResNe
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     generator = torch.Generator().manual_seed(seed)
+    batch, shift = r["batch_size"], r["shift"]
     for epoch in range(epochs):
         module.train()
+        # An epoch's draws up front, in the order a step-by-step loop would make them: the
+        # batches stay the same, and a GPU run copies them once instead of syncing every step.
         order = torch.randperm(len(images), generator=generator)
+        flips, shifts = [], []
+        for _ in range(steps):
+            flips.append(torch.rand(batch, generator=generator) < 0.5)
+            shifts.append(torch.randint(0, 2 * shift + 1, (2,), generator=generator).tolist())
+        order, flips = order.to(device), torch.stack(flips).to(device)
         for step in range(steps):
-            index = order[step * r["batch_size"] : (step + 1) * r["batch_size"]]
+            index = order[step * batch : (step + 1) * batch]
             x = images[index]
-            flip = torch.rand(len(x), generator=generator) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            s = r["shift"]
-            padded = F.pad(x, (s, s, s, s))
-            dy, dx = torch.randint(0, 2 * s + 1, (2,), generator=generator).tolist()
+            x = torch.where(flips[step][:, None, None, None], x.flip(3), x)
+            padded = F.pad(x, (shift, shift, shift, shift))
+            dy, dx = shifts[step]
             x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
             loss = F.cross_entropy(module(x), labels[index], label_smoothing=r["label_smoothing"])
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,410 @@
+"""What the tiny-cnn space can reach under ResNet-8's budgets, trained from scratch (issue #6).
+
+The search benchmark (``search_vs_baselines.py``) trains only a handful of architectures from
+scratch. This script trains many: ResNet-8 (several seeds, for the seed noise) and configs that
+fit ResNet-8's measured arena and flash on the MLPerf Tiny board, each exactly like ResNet-8
+(``search_vs_baselines._train``: same recipe, data subset and epochs), and reports how many
+beat ResNet-8, what the best look like and how well cheap proxies (MACs, parameters) rank them.
+
+Run from the repository root, in three steps that each resume:
+
+    PYTHONPATH=. .venv/bin/python benchmarks/space_ceiling.py plan --out runs/ceiling
+    PYTHONPATH=. .venv/bin/python benchmarks/space_ceiling.py train --out runs/ceiling \\
+        [--device cuda --workers 12]
+    PYTHONPATH=. .venv/bin/python benchmarks/space_ceiling.py report --out runs/ceiling
+
+``plan`` (CPU, needs the memory model and CIFAR-10 at ``../shared/datasets/cifar10-jpeg75``)
+draws ``--samples`` random configs, keeps those that fit, and writes ``plan.json``: ResNet-8
+with ``--resnet8-seeds`` seeds, the ``--top`` fitting configs with the most MACs, ``--random``
+other fitting configs and any ``--genome`` given. It also writes ``splits.npz``: the training
+and test images the search benchmark uses (its stratified 10,000-image subset, as the original
+JPEG bytes, ~19 MB), so that the folder alone can be trained elsewhere (a GPU machine).
+``train`` needs only torch and the folder; it appends one line per trained model to
+``results.jsonl`` (a killed run loses only the models in flight). ``rank --supernet PATH``
+measures every trained config's accuracy inherited from a supernet checkpoint, as the search
+measures it (BatchNorm recalibration, ``--eval-samples`` validation images), into
+``inherited-<checkpoint folder>.json``. ``report`` prints the markdown for docs/BENCHMARKS.md
+and writes ``ceiling.png``: how many configs beat ResNet-8, the best ones, and how well MACs,
+parameters and each ranked supernet order the configs (Kendall tau, and what the top config
+by each would have scored).
+
+Patch-based configs are trained whole-image: patch execution computes the same outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import logging
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import cpu_name  # noqa: E402
+from search_vs_baselines import (  # noqa: E402
+    DEFAULT_CIFAR,
+    _board_budget,
+    _resnet8_module,
+    _train,
+)
+
+logger = logging.getLogger("benchmarks.space_ceiling")
+SPACE = "tiny-cnn"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("plan", "train", "rank", "report"))
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "space-ceiling")
+    parser.add_argument("--cifar", type=Path, default=DEFAULT_CIFAR)
+    parser.add_argument("--baseline", type=Path, default=REPO / "runs" / "search-vs-baselines",
+                        help="the search benchmark's --out (its resnet8.json holds the budgets)")
+    parser.add_argument("--max-per-split", type=int, default=10000,
+                        help="the search benchmark's subset (same default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=30000, help="random configs drawn")
+    parser.add_argument("--top", type=int, default=120, help="fitting configs with most MACs")
+    parser.add_argument("--random", type=int, default=60, help="other random fitting configs")
+    parser.add_argument("--resnet8-seeds", type=int, default=3)
+    parser.add_argument("--genome", action="append", default=[], help="also train this config")
+    parser.add_argument("--epochs", type=int, default=8, help="the search benchmark's 6 + 2")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--workers", type=int, default=1, help="models trained at once")
+    parser.add_argument("--supernet", type=Path, action="append", default=[],
+                        help="rank: a supernet checkpoint whose inherited accuracy to compare")
+    parser.add_argument("--eval-samples", type=int, default=5000,
+                        help="rank: validation images per config (the search's default)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.step == "plan":
+        if not args.cifar.is_dir():
+            print(f"CIFAR-10 not found at {args.cifar}; nothing to do.")
+            return 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        _plan(args)
+    elif not (args.out / "plan.json").is_file():
+        print(f"{args.out / 'plan.json'} not found: run the plan step first.")
+        return 1
+    elif args.step == "train":
+        _train_all(args)
+    elif args.step == "rank":
+        for path in args.supernet:
+            _rank(args, path)
+    else:
+        print(_report(args))
+    return 0
+
+
+# --- plan ----------------------------------------------------------------------------------------
+def _plan(args: argparse.Namespace) -> None:
+    from edgekit.data import load_dataset
+    from edgekit.search.objectives import fits_budget
+    from edgekit.spaces import get_space
+
+    resnet8_json = args.baseline / "resnet8.json"
+    if not resnet8_json.is_file():
+        raise SystemExit(f"{resnet8_json} not found: run search_vs_baselines.py first "
+                         "(its step 1 measures ResNet-8's budgets)")  # fmt: skip
+    baseline = json.loads(resnet8_json.read_text())
+    splits = load_dataset(args.cifar, seed=args.seed, max_per_split=args.max_per_split)
+    _write_splits(args.cifar, splits, args.out / "splits.npz")
+    space = get_space(SPACE, num_classes=splits.num_classes, in_channels=splits.input_shape[2])
+    board, budget = _board_budget(baseline)
+    rng = random.Random(args.seed + 2)
+    fitting: dict[str, int] = {}
+    for _ in range(args.samples):
+        cfg = space.sample(rng)
+        genome = space.encode(cfg)
+        if genome not in fitting and fits_budget(space, cfg, board, budget):
+            fitting[genome] = space.count(cfg).macs
+    by_macs = sorted(fitting, key=fitting.__getitem__, reverse=True)
+    top = by_macs[: args.top]
+    rest = by_macs[args.top :]
+    others = random.Random(args.seed + 3).sample(rest, min(args.random, len(rest)))
+    entries = [{"kind": "resnet8", "label": "ResNet-8", "seed": args.seed + i}
+               for i in range(args.resnet8_seeds)]  # fmt: skip
+    for genome in args.genome:
+        if not fits_budget(space, space.decode(genome), board, budget):
+            raise SystemExit(f"--genome {genome} does not fit ResNet-8's budgets")
+        entries.append({"kind": "config", "label": "given", "genome": genome, "seed": args.seed})
+    # Interleaved in proportion, so that a run cut short still holds both kinds.
+    labelled = sorted([((i + 0.5) / len(top), "most MACs", g) for i, g in enumerate(top)]
+                      + [((i + 0.5) / len(others), "random", g) for i, g in enumerate(others)])
+    entries += [{"kind": "config", "label": label, "genome": g, "seed": args.seed}
+                for _, label, g in labelled]  # fmt: skip
+    plan = {"space": SPACE, "epochs": args.epochs, "samples": args.samples,
+            "fitting": len(fitting), "budget": {"arena": baseline["arena_board_bytes"],
+                                                "flash": baseline["flash_bytes"]},
+            "entries": entries}  # fmt: skip
+    (args.out / "plan.json").write_text(json.dumps(plan, indent=1))
+    logger.info("%d of %d random configs fit; %d models planned", len(fitting), args.samples,
+                len(entries))  # fmt: skip
+
+
+def _write_splits(cifar: Path, splits: Any, path: Path) -> None:
+    """The subset's training and test images as their original JPEG bytes (found by decoding
+    the dataset and matching pixels), in the dataset's own jpeg/offsets/y layout."""
+    import numpy as np
+    from PIL import Image
+
+    arrays = {}
+    for split, part, name in (("train", splits.train, "train_jpeg_bytes.npz"),
+                              ("test", splits.test, "test_jpeg_bytes.npz")):  # fmt: skip
+        source = np.load(cifar / name)
+        blob, offsets = source["jpeg"], source["offsets"]
+        first_index: dict[bytes, int] = {}
+        for i in range(len(offsets) - 1):
+            data = blob[offsets[i] : offsets[i + 1]].tobytes()
+            pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            first_index.setdefault(pixels.tobytes(), i)
+        wanted = np.round(part.x * 255).astype(np.uint8)
+        order = [first_index[image.tobytes()] for image in wanted]
+        pieces = [blob[offsets[i] : offsets[i + 1]] for i in order]
+        arrays[f"{split}_jpeg"] = np.concatenate(pieces)
+        arrays[f"{split}_offsets"] = np.concatenate(
+            [[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+        arrays[f"{split}_y"] = np.asarray(part.y)
+    np.savez(path, **arrays)
+
+
+def _read_splits(path: Path) -> SimpleNamespace:
+    import numpy as np
+    from PIL import Image
+
+    arrays = np.load(path)
+    parts = {}
+    for split in ("train", "test"):
+        blob, offsets = arrays[f"{split}_jpeg"], arrays[f"{split}_offsets"]
+        images = np.stack([
+            np.asarray(Image.open(io.BytesIO(blob[offsets[i] : offsets[i + 1]].tobytes()))
+                       .convert("RGB"))
+            for i in range(len(offsets) - 1)
+        ]).astype(np.float32) / 255  # fmt: skip
+        parts[split] = SimpleNamespace(x=images, y=arrays[f"{split}_y"].astype(np.int64))
+    return SimpleNamespace(**parts, num_classes=int(parts["train"].y.max()) + 1)
+
+
+# --- train ---------------------------------------------------------------------------------------
+_SPLITS: SimpleNamespace | None = None
+
+
+def _train_all(args: argparse.Namespace) -> None:
+    import multiprocessing
+
+    plan = json.loads((args.out / "plan.json").read_text())
+    results_path = args.out / "results.jsonl"
+    done = {_key(json.loads(line)) for line in _lines(results_path)}
+    todo = [e for e in plan["entries"] if _key(e) not in done]
+    logger.info("%d of %d models left to train on %s", len(todo), len(plan["entries"]),
+                args.device)  # fmt: skip
+    jobs = [(e, plan["epochs"], str(args.out / "splits.npz"), args.device) for e in todo]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.workers) as pool, results_path.open("a") as out:
+        for finished, row in enumerate(pool.imap_unordered(_train_one, jobs), 1):
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            logger.info("[%d/%d] %s: %.2f%% in %.0f s", finished, len(jobs),
+                        row.get("genome", row["label"]), 100 * row["fp32_test_accuracy"],
+                        row["train_seconds"])  # fmt: skip
+
+
+def _key(entry: dict[str, Any]) -> tuple[Any, ...]:
+    return entry["kind"], entry.get("genome"), entry["seed"]
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
+    from edgekit.spaces import get_space
+    from edgekit.training import prepare_input, to_nchw
+
+    entry, epochs, splits_path, device = job
+    global _SPLITS
+    torch.set_num_threads(1)
+    torch.backends.cudnn.benchmark = True  # one input shape per model
+    if _SPLITS is None:
+        _SPLITS = _read_splits(Path(splits_path))
+    splits = _SPLITS
+    in_channels = splits.train.x.shape[3]
+    torch.manual_seed(entry["seed"])
+    row = dict(entry)
+    if entry["kind"] == "resnet8":
+        network = _resnet8_module(splits.num_classes, in_channels)
+        prepare = None
+    else:
+        space = get_space(SPACE, num_classes=splits.num_classes, in_channels=in_channels)
+        cfg = space.decode(entry["genome"])
+        counts = space.count(cfg)
+        row.update(macs=counts.macs, params=counts.params)
+        whole = dataclasses.replace(cfg, patch_grid=1, patch_stages=space.smallest().patch_stages)
+        network = space.extract(space.build_supernet(), whole)
+
+        def prepare(x: torch.Tensor, space: Any = space, cfg: Any = whole) -> torch.Tensor:
+            return prepare_input(space, x, cfg)
+
+    network = network.to(device)
+    module = network if prepare is None else _Prepared(network, prepare)
+    started = time.perf_counter()
+    _train(module, splits, epochs, entry["seed"], label=row.get("genome", "ResNet-8"),
+           device=device)  # fmt: skip
+    row["train_seconds"] = round(time.perf_counter() - started, 1)
+    images = to_nchw(splits.test.x).to(device)
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(images), 500):
+            predicted = module(images[i : i + 500]).argmax(1).cpu().numpy()
+            correct += int((predicted == splits.test.y[i : i + 500]).sum())
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name()
+    row.update(epochs=epochs, device=where, fp32_test_accuracy=correct / len(images))
+    return row
+
+
+class _Prepared(torch.nn.Module):
+    """A network fed the dataset's 32 x 32 images resized to its resolution."""
+
+    def __init__(self, network: Any, prepare: Any) -> None:
+        super().__init__()
+        self.network, self.prepare = network, prepare
+
+    def forward(self, x: Any) -> Any:
+        return self.network(self.prepare(x))
+
+
+# --- rank ----------------------------------------------------------------------------------------
+def _rank(args: argparse.Namespace, checkpoint: Path) -> None:
+    from edgekit.data import load_dataset
+    from edgekit.search.objectives import evaluate_accuracy
+    from edgekit.training import limit_threads, load_supernet
+
+    limit_threads()
+    path = args.out / f"inherited-{checkpoint.absolute().parent.name}.json"
+    inherited = json.loads(path.read_text()) if path.is_file() else {}
+    genomes = [json.loads(line)["genome"] for line in _lines(args.out / "results.jsonl")
+               if json.loads(line)["kind"] == "config"]  # fmt: skip
+    todo = [g for g in genomes if g not in inherited]
+    if not todo:
+        return
+    splits = load_dataset(args.cifar, seed=args.seed, max_per_split=args.max_per_split)
+    space, supernet, _ = load_supernet(checkpoint)
+    for number, genome in enumerate(todo, 1):
+        inherited[genome] = evaluate_accuracy(
+            space, supernet, space.decode(genome), splits.val, recalibrate_with=splits.train,
+            batches=10, max_samples=args.eval_samples, seed=args.seed)  # fmt: skip
+        path.write_text(json.dumps(inherited, indent=1))  # after each: a kill loses one config
+        logger.info("[%d/%d] %s inherits %.2f%%", number, len(todo), genome,
+                    100 * inherited[genome])  # fmt: skip
+
+
+# --- report --------------------------------------------------------------------------------------
+def _report(args: argparse.Namespace) -> str:
+    from scipy.stats import kendalltau
+
+    plan = json.loads((args.out / "plan.json").read_text())
+    rows = [json.loads(line) for line in _lines(args.out / "results.jsonl")]
+    resnet8 = [r["fp32_test_accuracy"] for r in rows if r["kind"] == "resnet8"]
+    configs = sorted((r for r in rows if r["kind"] == "config"),
+                     key=lambda r: r["fp32_test_accuracy"], reverse=True)  # fmt: skip
+    if not resnet8 or not configs:
+        return "no results yet"
+    mean = statistics.fmean(resnet8)
+    spread = statistics.stdev(resnet8) if len(resnet8) > 1 else math.nan
+    beating = [r for r in configs if r["fp32_test_accuracy"] > mean]
+    accs = [r["fp32_test_accuracy"] for r in configs]
+    devices = sorted({r["device"] for r in rows})
+    resnet8_macs, resnet8_params = _resnet8_counts()
+    lines = [
+        f"### What {plan['space']} reaches under ResNet-8's budgets, trained from scratch",
+        "",
+        f"- {len(configs)} configs that fit (arena <= {plan['budget']['arena']:,} B, flash <= "
+        f"{plan['budget']['flash']:,} B; {plan['fitting']:,} of {plan['samples']:,} random "
+        f"configs fit), each trained like ResNet-8 for {plan['epochs']} epochs; fp32 test "
+        f"accuracy on the 10,000 test images; trained on {', '.join(devices)}",
+        f"- ResNet-8 ({resnet8_macs:,} MACs, {resnet8_params:,} parameters) over "
+        f"{len(resnet8)} seeds: {100 * mean:.2f}% (std {100 * spread:.2f}: "
+        f"{', '.join(f'{100 * a:.2f}' for a in resnet8)})",
+        f"- configs above ResNet-8's mean: {len(beating)} of {len(configs)}; best "
+        f"{100 * accs[0]:.2f}%, median {100 * statistics.median(accs):.2f}%",
+    ]
+    for label in ("most MACs", "random", "given"):
+        group = [r["fp32_test_accuracy"] for r in configs if r["label"] == label]
+        if group:
+            lines.append(f"- {label}: {len(group)} configs, best {100 * max(group):.2f}%, "
+                         f"median {100 * statistics.median(group):.2f}%")  # fmt: skip
+    proxies = {"MACs": {r["genome"]: r["macs"] for r in configs},
+               "parameters": {r["genome"]: r["params"] for r in configs}}  # fmt: skip
+    for path in sorted(args.out.glob("inherited-*.json")):
+        proxies[f"inherited from `{path.stem[len('inherited-'):]}`"] = json.loads(path.read_text())
+    lines += ["", "| ranked by | configs | Kendall tau vs trained | the top config trained |",
+              "|---|---:|---:|---:|"]  # fmt: skip
+    trained = {r["genome"]: r["fp32_test_accuracy"] for r in configs}
+    for name, proxy in proxies.items():
+        common = [g for g in trained if g in proxy]
+        tau = kendalltau([proxy[g] for g in common], [trained[g] for g in common]).statistic
+        best = max(common, key=proxy.__getitem__)
+        lines.append(f"| {name} | {len(common)} | {tau:.2f} | {100 * trained[best]:.2f}% |")
+    lines += ["", "| rank | config | MACs | params | fp32 test accuracy | train time |",
+              "|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for rank, r in enumerate(configs[:10], 1):
+        lines.append(f"| {rank} | `{r['genome']}` | {r['macs']:,} | {r['params']:,} | "
+                     f"{100 * r['fp32_test_accuracy']:.2f}% | {r['train_seconds']:.0f} s |")
+    _plot(configs, resnet8, resnet8_macs, args.out / "ceiling.png")
+    lines += ["", f"Plot: `{args.out / 'ceiling.png'}`."]
+    return "\n".join(lines)
+
+
+def _resnet8_counts() -> tuple[int, int]:
+    """ResNet-8's MACs on a CIFAR-10 image (torch's FLOP counter / 2, as the search benchmark
+    counts them) and its parameters."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    network = _resnet8_module(10, 3).eval()
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        network(torch.zeros(1, 3, 32, 32))
+    return flops.get_total_flops() // 2, sum(p.numel() for p in network.parameters())
+
+
+def _plot(configs: list[dict[str, Any]], resnet8: list[float], resnet8_macs: int,
+          path: Path) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, marker in (("most MACs", "o"), ("random", "s"), ("given", "^")):
+        group = [r for r in configs if r["label"] == label]
+        if group:
+            axis.scatter([r["macs"] / 1e6 for r in group],
+                         [100 * r["fp32_test_accuracy"] for r in group], marker=marker, s=18,
+                         alpha=0.7, label=f"{label} ({len(group)})")  # fmt: skip
+    mean = 100 * statistics.fmean(resnet8)
+    axis.axhline(mean, color="black", linestyle="--", linewidth=0.8)
+    axis.scatter([resnet8_macs / 1e6] * len(resnet8), [100 * a for a in resnet8], marker="*",
+                 s=80, color="black", label=f"ResNet-8, {len(resnet8)} seeds (mean {mean:.2f}%)")
+    axis.set_xlabel("MACs (millions)")
+    axis.set_ylabel("fp32 test accuracy (%)")
+    axis.set_title("tiny-cnn configs within ResNet-8's arena and flash, trained from scratch")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ from edgekit.search import (
     SpaceSearch,
     TrialStore,
     footprint,
+    load_result,
     pareto_front,
     read_records,
     render_report,
@@ -330,10 +331,9 @@ def test_trial_store_tolerates_a_torn_last_line(tmp_path: Path) -> None:
 
 
 # --- fine-tune + export orchestration, report -------------------------------------------------
-def test_chosen_model_is_finetuned_exported_and_reported(
-    tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    exported: list[str] = []
+def _fake_exporter(exported: list[str], flash_bytes: Any = lambda number: 60000) -> Any:
+    """Stands in for export_subnet: records the genomes, returns export figures (the flash of
+    the n-th export from ``flash_bytes(n)``)."""
 
     def fake_export(space, supernet, cfg, splits, out_dir, **kwargs):  # type: ignore[no-untyped-def]
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -343,9 +343,17 @@ def test_chosen_model_is_finetuned_exported_and_reported(
                 "files": {"manifest": str(out_dir / "manifest.json")},
                 "fp32_test_accuracy": 0.5, "int8_test_accuracy": 0.49, "quantization": "ptq",
                 "arena_measured_host_bytes": 30000, "arena_firmware_bytes": 25000,
-                "flash_bytes": 60000, "fits_board": True, "export_seconds": 0.0}  # fmt: skip
+                "flash_bytes": flash_bytes(len(exported)), "fits_board": True,
+                "export_seconds": 0.0}  # fmt: skip
 
-    monkeypatch.setattr(objectives, "export_subnet", fake_export)
+    return fake_export
+
+
+def test_chosen_model_is_finetuned_exported_and_reported(
+    tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exported: list[str] = []
+    monkeypatch.setattr(objectives, "export_subnet", _fake_exporter(exported))
     result = _search(tmp_path / "run", splits, _supernet(), export=True, finetune_epochs=1)
     assert exported == [result.chosen.genome]
     assert result.chosen_export is not None
@@ -359,6 +367,30 @@ def test_chosen_model_is_finetuned_exported_and_reported(
     assert len(exported) == 1
     html = result.report["html"].read_text()
     assert "int8 test 49.00%" in html and "24.4 KiB" in html
+
+
+def test_an_export_over_the_budgets_is_passed_over_for_the_next_choice(
+    tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The config-based flash of patch-based CNNs is an estimate: the first export comes out
+    # over the flash budget its config met, so the search exports the next choice.
+    exported: list[str] = []
+    over = lambda number: 10**9 if number == 1 else 60000  # noqa: E731
+    monkeypatch.setattr(objectives, "export_subnet", _fake_exporter(exported, over))
+    run_dir = tmp_path / "run"
+    result = _search(run_dir, splits, _supernet(), export=True, finetune_epochs=0)
+    first, second = exported
+    assert first == pareto_front(result.trials)[0].genome  # the most accurate, passed over
+    assert result.chosen is not None and result.chosen.genome == second != first
+    assert result.chosen_export is not None and result.chosen_export["flash_bytes"] == 60000
+    assert Path(result.chosen_export["bundle"]).name == "tiny-vit-choice2"
+    assert (run_dir / "models" / "tiny-vit" / "manifest.json").is_file()  # kept, not overwritten
+    markdown = result.report["markdown"].read_text()
+    assert f"passed over: tiny-vit `{first}`" in markdown
+    assert load_result(run_dir).chosen.genome == second  # type: ignore[union-attr]
+    # Resuming exports nothing more.
+    _search(run_dir, splits, _supernet(), export=True, finetune_epochs=0, resume=True)
+    assert exported == [first, second]
 
 
 def test_report_renders_plots_html_and_pareto_rows(finished_run: Any) -> None:

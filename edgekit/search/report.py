@@ -19,7 +19,14 @@ from typing import Any
 
 from edgekit.search.budget import Budget
 from edgekit.search.store import TRIALS_FILE, read_records, read_run, write_json_atomic
-from edgekit.search.trials import Trial, choose, evaluated_trials, pareto_front
+from edgekit.search.trials import (
+    Trial,
+    choose,
+    evaluated_trials,
+    export_fits,
+    misfits,
+    pareto_front,
+)
 from edgekit.units import format_size
 
 logger = logging.getLogger(__name__)
@@ -48,7 +55,9 @@ def _collect(run_dir: Path) -> dict[str, Any]:
     records = read_records(run_dir / TRIALS_FILE)
     trials = evaluated_trials(records)
     front = pareto_front(trials)
-    chosen = choose(trials)
+    budget = Budget.from_dict(settings["budget"])
+    over = misfits(records, budget)
+    chosen = choose(trials, over)
     exports: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
         if record.get("kind") == "export":
@@ -61,7 +70,8 @@ def _collect(run_dir: Path) -> dict[str, Any]:
     return {
         "saved": saved,
         "settings": settings,
-        "budget": Budget.from_dict(settings["budget"]),
+        "budget": budget,
+        "misfits": over,
         "trials": trials,
         "pareto": front,
         "chosen": chosen,
@@ -255,16 +265,17 @@ def _chosen_lines(data: dict[str, Any]) -> list[str]:
             f"{format_size(export['arena_measured_host_bytes'])} (x86-64 host)"
             + (f", {format_size(firmware)} for the board's build" if firmware else "")
             + f"; flash {format_size(export['flash_bytes'])}; fits the budgets: "
-            + ("yes" if _export_fits(export, data["budget"]) else "NO")
+            + ("yes" if export_fits(export, data["budget"]) else "NO")
+        )
+    for key in sorted(data["misfits"]):
+        over = data["exports"][key]
+        arena = over.get("arena_firmware_bytes") or over["arena_measured_host_bytes"]
+        lines.append(
+            f"- passed over: {key[0]} `{key[1]}` (more accurate) needs {format_size(arena)} of "
+            f"arena and {format_size(int(over['flash_bytes']))} of flash once exported, over "
+            "the budgets its estimate met"
         )
     return lines
-
-
-def _export_fits(export: dict[str, Any], budget: Budget) -> bool:
-    """Whether an exported model meets the run's arena and flash budgets (the arena for the
-    board's build where the exporter computed it, else the host measurement)."""
-    arena = export.get("arena_firmware_bytes") or export["arena_measured_host_bytes"]
-    return arena <= budget.sram_bytes and export["flash_bytes"] <= budget.flash_bytes
 
 
 def _stats_lines(data: dict[str, Any], summary: dict[str, Any]) -> list[str]:

@@ -10,7 +10,9 @@ Phases of a run (folder ``out``; every phase is recorded, so ``resume=True`` aft
 4. per space, the search (:class:`~edgekit.search.strategy.SpaceSearch`);
 5. test accuracy of the Pareto points (for the report only), the chosen model per space
    (highest validation accuracy), fine-tuned with distillation and exported as a bundle under
-   ``models/<space>/``;
+   ``models/<space>/``; an export over the budgets (the config-based flash of patch-based CNNs
+   is an estimate) is passed over for the next choice, exported to ``models/<space>-choice2/``
+   and so on;
 6. the report (``report/``).
 """
 
@@ -41,7 +43,14 @@ from edgekit.search.store import (
     write_json_atomic,
 )
 from edgekit.search.strategy import SearchSettings, SpaceSearch
-from edgekit.search.trials import Trial, choose, evaluated_trials, pareto_front
+from edgekit.search.trials import (
+    Trial,
+    choose,
+    evaluated_trials,
+    export_fits,
+    misfits,
+    pareto_front,
+)
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -54,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
 TEST_POINTS_PER_SPACE = 20  # Pareto points per space whose test accuracy the report shows
+EXPORT_ATTEMPTS = 3  # exports per space before settling for one over the budgets
 QAT_MODES = ("auto", "always", "never")
 
 
@@ -319,10 +329,11 @@ class _Run:
         exports: dict[str, dict[str, Any]] = {}
         if self.description["export"]:
             for name, search in searches.items():
-                chosen = choose([t for t in trials if t.space == name])
-                if chosen is not None:
-                    phase = time.perf_counter()
-                    exports[name] = self._export(search.space, supernets[name], chosen)
+                phase = time.perf_counter()
+                record = self._export_fitting(search.space, supernets[name],
+                                              [t for t in trials if t.space == name])  # fmt: skip
+                if record is not None:
+                    exports[name] = record
                     self.seconds[f"export:{name}"] = time.perf_counter() - phase
         from edgekit.search.report import render_report
 
@@ -334,7 +345,7 @@ class _Run:
             budget=self.budget,
             trials=trials,
             pareto=pareto_front(trials),
-            chosen=choose(trials),
+            chosen=choose(trials, misfits(self.store.records, self.budget)),
             exports=exports,
             summaries={name: dict(search.stats) for name, search in searches.items()},
             report=report,
@@ -421,8 +432,32 @@ class _Run:
                 self.store.append({"kind": "test", "space": name, "genome": trial.genome,
                                    "test_accuracy": accuracy})  # fmt: skip
 
+    def _export_fitting(
+        self, space: SearchSpace, supernet: tuple[nn.Module, str], trials: list[Trial]
+    ) -> dict[str, Any] | None:
+        """Export the chosen model; should its export not fit the budgets (the flash estimate
+        of patch-based CNNs can be a little low), pass it over and export the next choice, at
+        most ``EXPORT_ATTEMPTS`` times. Returns the last export made."""
+        passed_over = {key for key in misfits(self.store.records, self.budget)
+                       if key[0] == space.name}  # fmt: skip
+        record = None
+        while len(passed_over) < EXPORT_ATTEMPTS:
+            chosen = choose(trials, passed_over)
+            if chosen is None:
+                break
+            # A passed-over bundle stays where it is (its record names it).
+            folder = f"{space.name}-choice{len(passed_over) + 1}" if passed_over else space.name
+            record = self._export(space, supernet, chosen, self.run_dir / "models" / folder)
+            if export_fits(record, self.budget):
+                break
+            logger.warning("%s: the exported %s does not fit %s (flash %d B); passing it over",
+                           space.name, chosen.genome, self.budget.describe(),
+                           record["flash_bytes"])  # fmt: skip
+            passed_over.add(chosen.key)
+        return record
+
     def _export(
-        self, space: SearchSpace, supernet: tuple[nn.Module, str], chosen: Trial
+        self, space: SearchSpace, supernet: tuple[nn.Module, str], chosen: Trial, out_dir: Path
     ) -> dict[str, Any]:
         for record in self.store.records:
             if (record.get("kind") == "export" and record["space"] == space.name
@@ -438,8 +473,8 @@ class _Run:
         from edgekit.search.objectives import export_subnet
 
         summary = export_subnet(
-            space, module, space.from_dict(chosen.config), self.splits,
-            self.run_dir / "models" / space.name, board=self.board, seed=self.settings.seed,
+            space, module, space.from_dict(chosen.config), self.splits, out_dir,
+            board=self.board, seed=self.settings.seed,
             qat=self.description["qat"], checkpoint_path=checkpoint, progress=report,
         )  # fmt: skip
         record = {"kind": "export", "space": space.name, "genome": chosen.genome, **summary}
@@ -589,8 +624,11 @@ def load_result(run_dir: str | os.PathLike[str]) -> SearchResult:
     saved = read_run(run_dir)["settings"]
     records = read_records(run_dir / TRIALS_FILE)
     trials = evaluated_trials(records)
+    budget = Budget.from_dict(saved["budget"])
+    passed_over = misfits(records, budget)
     chosen_per_space = {
-        space: choose([t for t in trials if t.space == space]) for space in saved["spaces"]
+        space: choose([t for t in trials if t.space == space], passed_over)
+        for space in saved["spaces"]
     }
     exports = {
         r["space"]: r
@@ -603,10 +641,10 @@ def load_result(run_dir: str | os.PathLike[str]) -> SearchResult:
     return SearchResult(
         run_dir=run_dir,
         board=saved["board"],
-        budget=Budget.from_dict(saved["budget"]),
+        budget=budget,
         trials=trials,
         pareto=pareto_front(trials),
-        chosen=choose(trials),
+        chosen=choose(trials, passed_over),
         exports=exports,
         summaries=summaries,
         report=report_files(run_dir),

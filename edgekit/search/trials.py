@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgekit.search.budget import Budget
 
 
 @dataclass(frozen=True)
@@ -121,11 +124,28 @@ def _preference(trial: Trial) -> tuple[Any, ...]:
             trial.genome)  # fmt: skip
 
 
-def choose(trials: Sequence[Trial]) -> Trial | None:
+def choose(trials: Sequence[Trial], exclude: Collection[tuple[str, str]] = ()) -> Trial | None:
     """The model to deploy: the highest validation accuracy among the (feasible, since only
-    fitting candidates are evaluated) trials; ties go to the smaller arena, flash, latency."""
-    front = pareto_front(trials)
+    fitting candidates are evaluated) trials; ties go to the smaller arena, flash, latency.
+    Trials whose key is in ``exclude`` (see :func:`misfits`) are passed over."""
+    front = pareto_front([t for t in trials if t.key not in exclude])
     return front[0] if front else None
 
 
-__all__ = ["Trial", "choose", "evaluated_trials", "pareto_front"]
+def export_fits(export: Mapping[str, Any], budget: Budget) -> bool:
+    """Whether an exported model (an ``export`` record) meets the arena and flash budgets: the
+    arena for the board's build where the exporter computed it, else the host measurement."""
+    arena = export.get("arena_firmware_bytes") or export["arena_measured_host_bytes"]
+    return arena <= budget.sram_bytes and export["flash_bytes"] <= budget.flash_bytes
+
+
+def misfits(records: Iterable[Mapping[str, Any]], budget: Budget) -> set[tuple[str, str]]:
+    """(space, genome) of every exported model that does not fit ``budget``. The arena
+    estimate is exact, but the config-based flash of patch-based CNNs is not (a patch's
+    quantized biases share a buffer only when calibration gives them equal scales), so an
+    export can come out a little over a flash budget its config met."""
+    return {(r["space"], r["genome"]) for r in records
+            if r.get("kind") == "export" and not export_fits(r, budget)}  # fmt: skip
+
+
+__all__ = ["Trial", "choose", "evaluated_trials", "export_fits", "misfits", "pareto_front"]

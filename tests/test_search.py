@@ -147,6 +147,21 @@ def test_initial_population_holds_only_configs_within_an_exact_budget(tmp_path: 
     assert search.stats["rejected"] > 0  # over-budget draws were discarded, never evaluated
 
 
+def test_evolution_starts_from_the_largest_but_not_the_smallest(tmp_path: Path) -> None:
+    # The sandwich rule over-trains the smallest subnet, so its inherited accuracy is inflated:
+    # the initial population holds the largest config (it fits this budget), not the smallest.
+    board = load_profile(BOARD)
+    space = get_space("tiny-vit", num_classes=4)
+    budget = Budget.for_board(board)
+    assert budget.fits(footprint(space, space.largest(), board))
+    assert budget.fits(footprint(space, space.smallest(), board))
+    with TrialStore(tmp_path / "trials.jsonl") as store:
+        population = SpaceSearch(space, board, budget, SearchSettings(population=6),
+                                 store).prepare()  # fmt: skip
+    assert population[0] == space.largest()
+    assert space.smallest() not in population
+
+
 def test_search_evaluates_only_configs_that_fit(finished_run: Any) -> None:
     records = read_records(finished_run.run_dir / "trials.jsonl")
     budget = finished_run.budget

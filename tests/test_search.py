@@ -408,6 +408,19 @@ def test_an_export_over_the_budgets_is_passed_over_for_the_next_choice(
     assert exported == [first, second]
 
 
+def test_after_three_exports_over_the_budgets_the_third_stands_and_is_reported(
+    tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exported: list[str] = []
+    monkeypatch.setattr(objectives, "export_subnet", _fake_exporter(exported, lambda n: 10**9))
+    result = _search(tmp_path / "run", splits, _supernet(), export=True, finetune_epochs=0)
+    assert len(exported) == 3 == len(set(exported))
+    assert result.chosen is not None and result.chosen.genome == exported[2]
+    assert result.chosen_export is not None and result.chosen_export["genome"] == exported[2]
+    assert load_result(result.run_dir).chosen.genome == exported[2]  # type: ignore[union-attr]
+    assert "fits the budgets: NO" in result.report["markdown"].read_text()
+
+
 def test_report_renders_plots_html_and_pareto_rows(finished_run: Any) -> None:
     for path in finished_run.report.values():
         path.unlink()

@@ -44,6 +44,7 @@ from edgekit.search.store import (
 )
 from edgekit.search.strategy import SearchSettings, SpaceSearch
 from edgekit.search.trials import (
+    EXPORT_ATTEMPTS,
     Trial,
     choose,
     evaluated_trials,
@@ -63,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
 TEST_POINTS_PER_SPACE = 20  # Pareto points per space whose test accuracy the report shows
-EXPORT_ATTEMPTS = 3  # exports per space before settling for one over the budgets
 QAT_MODES = ("auto", "always", "never")
 
 
@@ -441,14 +441,11 @@ class _Run:
         passed_over = {key for key in misfits(self.store.records, self.budget)
                        if key[0] == space.name}  # fmt: skip
         record = None
-        while len(passed_over) < EXPORT_ATTEMPTS:
-            chosen = choose(trials, passed_over)
-            if chosen is None:
-                break
+        while (chosen := choose(trials, passed_over)) is not None:
             # A passed-over bundle stays where it is (its record names it).
             folder = f"{space.name}-choice{len(passed_over) + 1}" if passed_over else space.name
             record = self._export(space, supernet, chosen, self.run_dir / "models" / folder)
-            if export_fits(record, self.budget):
+            if export_fits(record, self.budget) or len(passed_over) == EXPORT_ATTEMPTS - 1:
                 break
             logger.warning("%s: the exported %s does not fit %s (flash %d B); passing it over",
                            space.name, chosen.genome, self.budget.describe(),

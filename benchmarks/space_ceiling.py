@@ -79,6 +79,11 @@ def main() -> int:
     parser.add_argument("--random", type=int, default=60, help="other random fitting configs")
     parser.add_argument("--resnet8-seeds", type=int, default=3)
     parser.add_argument("--genome", action="append", default=[], help="also train this config")
+    parser.add_argument("--from-results", type=Path,
+                        help="plan: instead of drawing configs, take the --best most accurate "
+                             "and then the --top with most MACs of this earlier --out "
+                             "(e.g. to train them for more --epochs)")  # fmt: skip
+    parser.add_argument("--best", type=int, default=10, help="with --from-results")
     parser.add_argument("--epochs", type=int, default=8, help="the search benchmark's 6 + 2")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--workers", type=int, default=1, help="models trained at once")
@@ -122,13 +127,22 @@ def _plan(args: argparse.Namespace) -> None:
     _write_splits(args.cifar, splits, args.out / "splits.npz")
     space = get_space(SPACE, num_classes=splits.num_classes, in_channels=splits.input_shape[2])
     board, budget = _board_budget(baseline)
-    rng = random.Random(args.seed + 2)
     fitting: dict[str, int] = {}
-    for _ in range(args.samples):
-        cfg = space.sample(rng)
-        genome = space.encode(cfg)
-        if genome not in fitting and fits_budget(space, cfg, board, budget):
-            fitting[genome] = space.count(cfg).macs
+    if args.from_results:
+        earlier = [json.loads(line) for line in _lines(args.from_results / "results.jsonl")]
+        earlier = [r for r in earlier if r["kind"] == "config"]
+        earlier.sort(key=lambda r: r["fp32_test_accuracy"], reverse=True)
+        best = [r["genome"] for r in earlier[: args.best]]
+        fitting = {r["genome"]: r["macs"] for r in earlier if r["genome"] not in best}
+        args.genome = [*args.genome, *best]
+        args.samples, args.random = len(earlier), 0
+    else:
+        rng = random.Random(args.seed + 2)
+        for _ in range(args.samples):
+            cfg = space.sample(rng)
+            genome = space.encode(cfg)
+            if genome not in fitting and fits_budget(space, cfg, board, budget):
+                fitting[genome] = space.count(cfg).macs
     by_macs = sorted(fitting, key=fitting.__getitem__, reverse=True)
     top = by_macs[: args.top]
     rest = by_macs[args.top :]
@@ -144,13 +158,13 @@ def _plan(args: argparse.Namespace) -> None:
                       + [((i + 0.5) / len(others), "random", g) for i, g in enumerate(others)])
     entries += [{"kind": "config", "label": label, "genome": g, "seed": args.seed}
                 for _, label, g in labelled]  # fmt: skip
-    plan = {"space": SPACE, "epochs": args.epochs, "samples": args.samples,
-            "fitting": len(fitting), "budget": {"arena": baseline["arena_board_bytes"],
-                                                "flash": baseline["flash_bytes"]},
+    source = (f"taken from {args.from_results}" if args.from_results else
+              f"{len(fitting):,} of {args.samples:,} random configs fit")  # fmt: skip
+    plan = {"space": SPACE, "epochs": args.epochs, "source": source,
+            "budget": {"arena": baseline["arena_board_bytes"], "flash": baseline["flash_bytes"]},
             "entries": entries}  # fmt: skip
     (args.out / "plan.json").write_text(json.dumps(plan, indent=1))
-    logger.info("%d of %d random configs fit; %d models planned", len(fitting), args.samples,
-                len(entries))  # fmt: skip
+    logger.info("configs %s; %d models planned", source, len(entries))
 
 
 def _write_splits(cifar: Path, splits: Any, path: Path) -> None:
@@ -332,8 +346,8 @@ def _report(args: argparse.Namespace) -> str:
         f"### What {plan['space']} reaches under ResNet-8's budgets, trained from scratch",
         "",
         f"- {len(configs)} configs that fit (arena <= {plan['budget']['arena']:,} B, flash <= "
-        f"{plan['budget']['flash']:,} B; {plan['fitting']:,} of {plan['samples']:,} random "
-        f"configs fit), each trained like ResNet-8 for {plan['epochs']} epochs; fp32 test "
+        f"{plan['budget']['flash']:,} B; {_source(plan)}), each trained like ResNet-8 for "
+        f"{plan['epochs']} epochs; fp32 test "
         f"accuracy on the 10,000 test images; trained on {', '.join(devices)}",
         f"- ResNet-8 ({resnet8_macs:,} MACs, {resnet8_params:,} parameters) over "
         f"{len(resnet8)} seeds: {100 * mean:.2f}% (std {100 * spread:.2f}: "
@@ -366,6 +380,12 @@ def _report(args: argparse.Namespace) -> str:
     _plot(configs, resnet8, resnet8_macs, args.out / "ceiling.png")
     lines += ["", f"Plot: `{args.out / 'ceiling.png'}`."]
     return "\n".join(lines)
+
+
+def _source(plan: dict[str, Any]) -> str:
+    if "source" in plan:
+        return plan["source"]
+    return f"{plan['fitting']:,} of {plan['samples']:,} random configs fit"  # older plans
 
 
 def _resnet8_counts() -> tuple[int, int]:

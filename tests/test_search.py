@@ -40,6 +40,7 @@ from edgekit.search import (
     run_search,
 )
 from edgekit.search.store import run_lock
+from edgekit.search.trials import misfits
 from edgekit.spaces import get_space
 
 torch.set_num_threads(1)
@@ -419,6 +420,21 @@ def test_after_three_exports_over_the_budgets_the_third_stands_and_is_reported(
     assert result.chosen_export is not None and result.chosen_export["genome"] == exported[2]
     assert load_result(result.run_dir).chosen.genome == exported[2]  # type: ignore[union-attr]
     assert "fits the budgets: NO" in result.report["markdown"].read_text()
+
+
+def test_misfits_are_the_search_exports_over_the_budgets_but_its_last_attempt() -> None:
+    budget = Budget(sram_bytes=1000, flash_bytes=2000)
+
+    def export(genome: str, flash: int, space: str = "tiny-cnn", **extra: Any) -> dict[str, Any]:
+        return {"kind": "export", "space": space, "genome": genome, "flash_bytes": flash,
+                "arena_measured_host_bytes": 1200, "arena_firmware_bytes": 1000, **extra}
+
+    assert misfits([export("a", 2000)], budget) == set()  # at the boundary: fits
+    over = [export("a", 2001), export("b", 2001), export("c", 2001), export("x", 9, "tiny-vit")]
+    assert misfits(over, budget) == {("tiny-cnn", "a"), ("tiny-cnn", "b")}  # "c" stands
+    assert misfits([export("a", 2001, reexport=True)], budget) == set()
+    wide = {**export("a", 10), "arena_firmware_bytes": None, "arena_measured_host_bytes": 1001}
+    assert misfits([wide], budget) == {("tiny-cnn", "a")}  # no board figure: the host's
 
 
 def test_report_renders_plots_html_and_pareto_rows(finished_run: Any) -> None:

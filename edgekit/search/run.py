@@ -604,7 +604,9 @@ def export_point(
             board=load_profile(Path(saved["board_file"])), seed=seed, qat=qat or saved["qat"],
             checkpoint_path=None if where == "in-memory" else where, progress=progress,
         )  # fmt: skip
-        record = {"kind": "export", "space": point.space, "genome": point.genome, **summary}
+        # Marked, so that a re-export over the budgets does not change the run's choice.
+        record = {"kind": "export", "space": point.space, "genome": point.genome,
+                  "reexport": True, **summary}  # fmt: skip
         store.append(record)
     from edgekit.search.report import render_report
 

@@ -143,15 +143,15 @@ def export_fits(export: Mapping[str, Any], budget: Budget) -> bool:
 
 
 def misfits(records: Iterable[Mapping[str, Any]], budget: Budget) -> set[tuple[str, str]]:
-    """(space, genome) of the exported models that do not fit ``budget`` and were passed over:
-    the first ``EXPORT_ATTEMPTS - 1`` of each space, in export order (a space's last attempt
-    stands even when over). The arena estimate is exact, but the config-based flash of
-    patch-based CNNs is not (a patch's quantized biases share a buffer only when calibration
-    gives them equal scales), so an export can come out a little over a flash budget its
-    config met."""
+    """(space, genome) of the search's exported models that do not fit ``budget`` and were
+    passed over: the first ``EXPORT_ATTEMPTS - 1`` of each space, in export order (a space's
+    last attempt stands even when over; re-exports of Pareto points do not count). The arena
+    estimate is exact, but the config-based flash of patch-based CNNs is not (a patch's
+    quantized biases share a buffer only when calibration gives them equal scales), so an
+    export can come out a little over a flash budget its config met."""
     passed_over: dict[str, list[str]] = {}
     for r in records:
-        if r.get("kind") == "export" and not export_fits(r, budget):
+        if r.get("kind") == "export" and not r.get("reexport") and not export_fits(r, budget):
             genomes = passed_over.setdefault(r["space"], [])
             if r["genome"] not in genomes and len(genomes) < EXPORT_ATTEMPTS - 1:
                 genomes.append(r["genome"])

@@ -19,6 +19,8 @@ with ``--resnet8-seeds`` seeds, the ``--top`` fitting configs with the most MACs
 other fitting configs and any ``--genome`` given. It also writes ``splits.npz``: the training
 and test images the search benchmark uses (its stratified 10,000-image subset, as the original
 JPEG bytes, ~19 MB), so that the folder alone can be trained elsewhere (a GPU machine).
+``plan --from-results EARLIER --best N --top M --epochs E`` plans instead the N most accurate
+configs of an earlier run and the M others with the most MACs (to train them longer, say).
 ``train`` needs only torch and the folder; it appends one line per trained model to
 ``results.jsonl`` (a killed run loses only the models in flight). ``rank --supernet PATH``
 measures every trained config's accuracy inherited from a supernet checkpoint, as the search

@@ -23,6 +23,7 @@ from edgekit.search.trials import (
     Trial,
     choose,
     evaluated_trials,
+    export_arena,
     export_fits,
     misfits,
     pareto_front,
@@ -103,7 +104,7 @@ def render_report(run_dir: str | os.PathLike[str]) -> dict[str, Path]:
 # --- figures ------------------------------------------------------------------------------------
 def _measured(export: dict[str, Any], attribute: str) -> float | None:
     if attribute == "arena_bytes":
-        value = export.get("arena_firmware_bytes") or export.get("arena_measured_host_bytes")
+        value = export_arena(export)
         return None if value is None else float(value)
     if attribute == "flash_bytes":
         return float(export["flash_bytes"])
@@ -219,7 +220,7 @@ def _rows(data: dict[str, Any]) -> list[tuple[list[str], bool]]:
         export = data["exports"].get(trial.key)
         measured = "-"
         if export is not None:
-            arena = export.get("arena_firmware_bytes") or export.get("arena_measured_host_bytes")
+            arena = export_arena(export)
             measured = (
                 f"int8 test {_percent(export.get('int8_test_accuracy'))}, arena "
                 f"{format_size(int(arena)) if arena else '?'}, flash "
@@ -269,9 +270,9 @@ def _chosen_lines(data: dict[str, Any]) -> list[str]:
         )
     for key in sorted(data["misfits"]):
         over = data["exports"][key]
-        arena = over.get("arena_firmware_bytes") or over["arena_measured_host_bytes"]
         lines.append(
-            f"- passed over: {key[0]} `{key[1]}` (more accurate) needs {format_size(arena)} of "
+            f"- passed over: {key[0]} `{key[1]}` (more accurate) needs "
+            f"{format_size(int(export_arena(over) or 0))} of "
             f"arena and {format_size(int(over['flash_bytes']))} of flash once exported, over "
             "the budgets its estimate met"
         )

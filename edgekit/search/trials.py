@@ -135,10 +135,16 @@ def choose(trials: Sequence[Trial], exclude: Collection[tuple[str, str]] = ()) -
     return front[0] if front else None
 
 
+def export_arena(export: Mapping[str, Any]) -> int | None:
+    """An exported model's tensor arena (an ``export`` record): for the board's build where the
+    exporter computed it, else the host measurement."""
+    return export.get("arena_firmware_bytes") or export.get("arena_measured_host_bytes")
+
+
 def export_fits(export: Mapping[str, Any], budget: Budget) -> bool:
-    """Whether an exported model (an ``export`` record) meets the arena and flash budgets: the
-    arena for the board's build where the exporter computed it, else the host measurement."""
-    arena = export.get("arena_firmware_bytes") or export["arena_measured_host_bytes"]
+    """Whether an exported model (an ``export`` record) meets the arena and flash budgets."""
+    arena = export_arena(export)
+    assert arena is not None, "an export record always holds the host measurement"
     return arena <= budget.sram_bytes and export["flash_bytes"] <= budget.flash_bytes
 
 
@@ -163,6 +169,7 @@ __all__ = [
     "Trial",
     "choose",
     "evaluated_trials",
+    "export_arena",
     "export_fits",
     "misfits",
     "pareto_front",

@@ -569,9 +569,6 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
     accuracy): what the space can reach under the budgets whatever the supernet ranks first."""
     import random
 
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     from edgekit.search.objectives import fits_budget
     from edgekit.spaces import get_space
 
@@ -584,12 +581,10 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
         cfg = space.sample(rng)
         if fits_budget(space, cfg, board, budget):
             fitting.append((cfg, space.count(cfg)))
-    resnet8 = _resnet8_module(splits.num_classes, splits.input_shape[2]).eval()
-    with FlopCounterMode(display=False) as flops, torch.no_grad():
-        resnet8(torch.zeros(1, splits.input_shape[2], *splits.input_shape[:2]))
     result: dict[str, Any] = {
         "samples": args.reach_samples, "fitting": len(fitting),
-        "resnet8_macs": flops.get_total_flops() // 2, "largest": [],
+        "resnet8_macs": _resnet8_counts(splits.num_classes, splits.input_shape)[0],
+        "largest": [],
     }  # fmt: skip
     if not fitting:
         return result
@@ -607,21 +602,39 @@ def _from_scratch(space: Any, cfg: Any, splits: Any, args: argparse.Namespace) -
     """``cfg`` trained from random initialisation exactly like ResNet-8: fp32 test accuracy."""
     import torch
 
-    from edgekit.export.verify import accuracy
-    from edgekit.training import to_nchw
-
     epochs = args.epochs + args.finetune_epochs
     torch.manual_seed(args.seed)
     network = _Resized(space, space.build_supernet(), cfg)
     started = time.perf_counter()
     _train(network, splits, epochs, args.seed, label=space.encode(cfg))
     seconds = round(time.perf_counter() - started, 1)
-    images = to_nchw(splits.test.x)
-    with torch.no_grad():
-        logits = torch.cat([network(images[i : i + 500])
-                            for i in range(0, len(images), 500)])  # fmt: skip
     return {"epochs": epochs, "train_seconds": seconds,
-            "fp32_test_accuracy": accuracy(logits.numpy(), splits.test.y)}  # fmt: skip
+            "fp32_test_accuracy": _test_accuracy(network, splits)}  # fmt: skip
+
+
+def _test_accuracy(network: Any, splits: Any, device: str = "cpu") -> float:
+    """fp32 top-1 accuracy of a trained network (on ``device``) on the test split."""
+    import torch
+
+    from edgekit.export.verify import accuracy
+    from edgekit.training import to_nchw
+
+    images = to_nchw(splits.test.x).to(device)
+    with torch.no_grad():
+        logits = torch.cat([network(images[i : i + 500]).cpu()
+                            for i in range(0, len(images), 500)])  # fmt: skip
+    return accuracy(logits.numpy(), splits.test.y)
+
+
+def _resnet8_counts(num_classes: int, input_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """ResNet-8's MACs on one image (torch's FLOP counter / 2) and its parameters."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    network = _resnet8_module(num_classes, input_shape[2]).eval()
+    with FlopCounterMode(display=False) as flops, torch.no_grad():
+        network(torch.zeros(1, input_shape[2], *input_shape[:2]))
+    return flops.get_total_flops() // 2, sum(p.numel() for p in network.parameters())
 
 
 def _ranking_samples(space: Any, baseline: dict[str, Any], args: argparse.Namespace) -> list[Any]:

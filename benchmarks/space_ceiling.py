@@ -58,7 +58,9 @@ from _common import cpu_name  # noqa: E402
 from search_vs_baselines import (  # noqa: E402
     DEFAULT_CIFAR,
     _board_budget,
+    _resnet8_counts,
     _resnet8_module,
+    _test_accuracy,
     _train,
 )
 
@@ -248,7 +250,7 @@ def _lines(path: Path) -> list[str]:
 
 def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
     from edgekit.spaces import get_space
-    from edgekit.training import prepare_input, to_nchw
+    from edgekit.training import prepare_input
 
     entry, epochs, splits_path, device = job
     global _SPLITS
@@ -280,14 +282,9 @@ def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
     _train(module, splits, epochs, entry["seed"], label=row.get("genome", "ResNet-8"),
            device=device)  # fmt: skip
     row["train_seconds"] = round(time.perf_counter() - started, 1)
-    images = to_nchw(splits.test.x).to(device)
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(images), 500):
-            predicted = module(images[i : i + 500]).argmax(1).cpu().numpy()
-            correct += int((predicted == splits.test.y[i : i + 500]).sum())
     where = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name()
-    row.update(epochs=epochs, device=where, fp32_test_accuracy=correct / len(images))
+    row.update(epochs=epochs, device=where,
+               fp32_test_accuracy=_test_accuracy(module, splits, device))  # fmt: skip
     return row
 
 
@@ -311,8 +308,8 @@ def _rank(args: argparse.Namespace, checkpoint: Path) -> None:
     limit_threads()
     path = args.out / f"inherited-{checkpoint.absolute().parent.name}.json"
     inherited = json.loads(path.read_text()) if path.is_file() else {}
-    genomes = [json.loads(line)["genome"] for line in _lines(args.out / "results.jsonl")
-               if json.loads(line)["kind"] == "config"]  # fmt: skip
+    rows = [json.loads(line) for line in _lines(args.out / "results.jsonl")]
+    genomes = [r["genome"] for r in rows if r["kind"] == "config"]
     todo = [g for g in genomes if g not in inherited]
     if not todo:
         return
@@ -343,7 +340,7 @@ def _report(args: argparse.Namespace) -> str:
     beating = [r for r in configs if r["fp32_test_accuracy"] > mean]
     accs = [r["fp32_test_accuracy"] for r in configs]
     devices = sorted({r["device"] for r in rows})
-    resnet8_macs, resnet8_params = _resnet8_counts()
+    resnet8_macs, resnet8_params = _resnet8_counts(10, (32, 32, 3))  # CIFAR-10
     lines = [
         f"### What {plan['space']} reaches under ResNet-8's budgets, trained from scratch",
         "",
@@ -388,17 +385,6 @@ def _source(plan: dict[str, Any]) -> str:
     if "source" in plan:
         return plan["source"]
     return f"{plan['fitting']:,} of {plan['samples']:,} random configs fit"  # older plans
-
-
-def _resnet8_counts() -> tuple[int, int]:
-    """ResNet-8's MACs on a CIFAR-10 image (torch's FLOP counter / 2, as the search benchmark
-    counts them) and its parameters."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    network = _resnet8_module(10, 3).eval()
-    with FlopCounterMode(display=False) as flops, torch.no_grad():
-        network(torch.zeros(1, 3, 32, 32))
-    return flops.get_total_flops() // 2, sum(p.numel() for p in network.parameters())
 
 
 def _plot(configs: list[dict[str, Any]], resnet8: list[float], resnet8_macs: int,

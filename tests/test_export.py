@@ -282,6 +282,31 @@ def test_patch_based_export_uses_plain_ops_and_less_activation_memory():
     inputs = io_specs(models[patched])[0].quantization.quantize(images[:4])
     tflm = run_tflm(models[patched], inputs, patched_arena.arena_bytes + 256)
     assert np.abs(tflm.astype(int) - run_litert_reference(models[patched], inputs)).max() <= 2
+    # One int8 range per layer over all patches: every patch's copy of a tensor has the same
+    # scale and zero point, and the copies of a layer's bias share one buffer.
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from edgekit.export.tiny_cnn import PATCH_SCOPE
+
+    model = schema.Model.GetRootAsModel(models[patched], 0)
+    subgraph = model.Subgraphs(0)
+    params: dict[str, set] = {}
+    for index in range(subgraph.TensorsLength()):
+        tensor = subgraph.Tensors(index)
+        quantization = tensor.Quantization()
+        name = tensor.Name().decode()
+        if re.search(PATCH_SCOPE, name) and tensor.Type() == schema.TensorType.INT8:
+            layer = re.sub(PATCH_SCOPE, "", name)
+            params.setdefault(layer, set()).add((quantization.Scale(0), quantization.ZeroPoint(0)))
+    bias_buffers: dict[str, set] = {}
+    for index in range(subgraph.OperatorsLength()):
+        op = subgraph.Operators(index)
+        output = subgraph.Tensors(op.Outputs(0)).Name().decode()
+        if re.search(PATCH_SCOPE, output) and op.InputsLength() == 3:  # a conv with its bias
+            layer = re.sub(PATCH_SCOPE, "", output)
+            bias_buffers.setdefault(layer, set()).add(subgraph.Tensors(op.Inputs(2)).Buffer())
+    assert params and all(len(found) == 1 for found in params.values()), params
+    assert bias_buffers and all(len(found) == 1 for found in bias_buffers.values())
 
 
 # --- failures ---------------------------------------------------------------------------------

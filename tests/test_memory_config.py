@@ -94,9 +94,8 @@ def test_synthesised_graph_has_the_converted_ops_and_tensors(exported, entry):
 @pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
 def test_flash_estimate_is_close_to_the_file_size(exported, entry):
     cfg, model = exported[entry]
-    # Patches share a bias buffer when their quantized biases coincide (calibration-dependent).
-    tolerance = 0.03 if getattr(cfg, "patch_grid", 1) > 1 else 0.005
-    assert estimate_config(cfg).flash_bytes == pytest.approx(len(model), rel=tolerance)
+    # Flash models the flatbuffer's layout (names, per-object overheads), not byte for byte.
+    assert estimate_config(cfg).flash_bytes == pytest.approx(len(model), rel=0.005)
 
 
 def _random_configs(count: int, seed: int) -> list:

@@ -384,7 +384,6 @@ def _patch_layer_key(layer: CnnLayer) -> tuple:
 class _PatchLayer(NamedTuple):
     key: tuple  # see _patch_layer_key
     channels: int  # input channels
-    bounded: bool  # reads the image or a ReLU6 output
 
 
 @functools.lru_cache(maxsize=4096)
@@ -404,9 +403,8 @@ def _block_layers(
     layers = layer_plan(cfg)
     prefix = f"stages.0.{block}."
     return tuple(
-        _PatchLayer(_patch_layer_key(layer), layer.in_shape[2],
-                    i == 0 or layers[i - 1].act is not None)
-        for i, layer in enumerate(layers)
+        _PatchLayer(_patch_layer_key(layer), layer.in_shape[2])
+        for layer in layers
         if (layer.name.startswith(prefix) if block >= 0
             else layer.is_conv and not layer.name.startswith("stages."))
     )  # fmt: skip
@@ -520,7 +518,7 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
                 skip_shape = None
                 unit_inputs = (x,)
             in_shape = (1, ry1 - ry0, rx1 - rx0, layer.channels)
-            unit = _unit((layer.key, unit_step, layer.bounded), in_shape, skip_shape, config)
+            unit = _unit((layer.key, unit_step), in_shape, skip_shape, config)
             count_constants(unit)
             # Same input and zeros: the same op, merged by the converter.
             path = (x, i, pads)

@@ -22,8 +22,8 @@ does with their graphs (checked op for op, tensor for tensor against converted m
 Flash: the flatbuffer's size is modelled from what it stores (constant data, tensor names,
 shapes, quantization vectors, operand lists) plus per-table overheads calibrated on converted
 models (:data:`FLASH_OVERHEAD`). Names follow the converter's patterns closely but not exactly,
-and a patch's biases share one buffer when their quantized values coincide, which depends on
-the calibration data; hence flash is an estimate, unlike the arena.
+hence flash is an estimate, unlike the arena. A patched layer's biases share one buffer: the
+exporter gives each layer one int8 range over all its patches, so their quantized biases agree.
 """
 
 from __future__ import annotations

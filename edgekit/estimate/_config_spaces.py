@@ -50,11 +50,10 @@ class _ConvConstants:
     kernel_nodes: list[str]
     bias_node: str
     patched: bool
-    input_bounded: bool  # reads the image or a ReLU6 output
 
 
 def _cnn_weights(
-    b: GraphBuilder, layer: CnnLayer, patched: bool, input_bounded: bool, shared: bool = False
+    b: GraphBuilder, layer: CnnLayer, patched: bool, shared: bool = False
 ) -> _ConvConstants:
     """``shared``: weights of a patch built on its own, merged by layer across patches."""
     c_in, c_out, k, s = layer.in_shape[2], layer.out_shape[2], layer.kernel, layer.name
@@ -76,7 +75,7 @@ def _cnn_weights(
             shape, "int8", channels, "weight", ARITH_CONSTANT if patched else name,
             merge_key=merge_key,
         ))  # fmt: skip
-    return _ConvConstants(kernels, nodes, b.capture(), patched, input_bounded)
+    return _ConvConstants(kernels, nodes, b.capture(), patched)
 
 
 def _cnn_conv(
@@ -120,11 +119,10 @@ def _cnn_conv(
         bias_name = ARITH_CONSTANT
         with_bias = folded_pad or layer.name != "stem"
         out_name = ";".join(fused) + (f";{CAPTURED_CONSTANT}" if with_bias else "")
-        if weights.input_bounded:
-            # Every patch quantizes this bias with its input's scale; the image and ReLU6
-            # outputs (saturated at 6 in calibration) have the same scale in every patch, so
-            # the quantized biases are equal and the converter keeps one buffer.
-            same_data = ("patched bias", layer.name)
+        # Every patch quantizes this bias with its input's scale, which the exporter makes
+        # one per layer over all patches: the quantized biases are equal and the converter
+        # keeps one buffer.
+        same_data = ("patched bias", layer.name)
     else:
         bias_name = ";".join([*fused, CAPTURED_CONSTANT])
         out_name = bias_name + "1"
@@ -176,10 +174,7 @@ def cnn_patched(b: GraphBuilder, image: Value, cfg: TinyCnnConfig) -> Value:
     plan = patch_plan(cfg)
     assert plan is not None
     layers = layer_plan(cfg)[: plan.num_layers]
-    weights = {
-        layer.name: _cnn_weights(b, layer, True, i == 0 or layers[i - 1].act is not None)
-        for i, layer in enumerate(layers)
-    }
+    weights = {layer.name: _cnn_weights(b, layer, True) for layer in layers}
     rows: list[Value] = []
     for i in range(plan.grid):
         row: list[Value] = []
@@ -256,11 +251,11 @@ def cnn_patch_slice(b: GraphBuilder, image: Value, region: tuple[int, ...]) -> V
 
 def cnn_patch_unit(b: GraphBuilder, x: Value, skip: Value | None, key: tuple) -> Value:
     """One layer of one patch built on its own (``skip``: its residual's skip tensor). Keys:
-    (layer, step, input bounded); regions relative to the skip tensor (residuals) or to the
-    input. The weights, shared by every patch, are marked to be counted once per graph."""
-    layer_fields, step_fields, bounded = key
+    (layer, step); regions relative to the skip tensor (residuals) or to the input. The
+    weights, shared by every patch, are marked to be counted once per graph."""
+    layer_fields, step_fields = key
     layer, step = CnnLayer(*layer_fields), PatchStep(*step_fields)
-    weights = _cnn_weights(b, layer, True, bounded, shared=True)
+    weights = _cnn_weights(b, layer, True, shared=True)
     skip_region = None if skip is None else (skip, (0, 0, 0, 0))
     return _patch_layer(b, PATCH_NAME, layer, step, x, weights, skip_region)
 
@@ -269,12 +264,10 @@ def cnn_layers(b: GraphBuilder, x: Value, layers: tuple[CnnLayer, ...]) -> Value
     """Whole-image conv layers (a residual's skip source among them)."""
     skips: dict[str, Value] = {}
     sources = {layer.residual_from for layer in layers}
-    for i, layer in enumerate(layers):
-        bounded = i == 0 or layers[i - 1].act is not None
+    for layer in layers:
         if layer.name in sources:
             skips[layer.name] = x
-        x = _cnn_conv(b, layer.name, layer, x, _cnn_weights(b, layer, False, bounded),
-                      layer.out_shape[:2])  # fmt: skip
+        x = _cnn_conv(b, layer.name, layer, x, _cnn_weights(b, layer, False), layer.out_shape[:2])
         if layer.residual_from:
             skip_node, skip_tensor = skips.pop(layer.residual_from)
             add = b.node(f"{layer.name}/add_1", x[0], skip_node)

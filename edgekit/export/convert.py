@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekit.export.errors import ExportError, UnsupportedOpError
 
@@ -113,11 +113,82 @@ def convert_int8(graph: TfGraph, representative: np.ndarray) -> bytes:
         # "Statistics for quantized inputs were expected": the calibration provides them.
         warnings.simplefilter("ignore", UserWarning)
         try:
-            model = converter.convert()
+            if graph.shared_range_scopes is None:
+                model = converter.convert()
+            else:
+                model = _convert_with_shared_ranges(converter, graph.shared_range_scopes)
         except Exception as e:
             raise _conversion_error(e, native_log, graph) from e
     logger.debug("converted to int8: %d bytes", len(model))
     return bytes(model)
+
+
+def _convert_with_shared_ranges(converter: Any, scopes: str) -> bytes:
+    """The converter's own steps (calibrate, quantize, merge equal constant buffers) with one
+    calibrated range for tensors whose names differ only in ``scopes``, and for the input and
+    output of ops that only move values (PAD, STRIDED_SLICE, CONCATENATION).
+
+    Why: a patch-based network runs each early layer once per patch, and calibrating each
+    patch's copy on its own gives every copy its own scales. Then each copy quantizes its bias
+    differently (one int32 buffer per patch instead of one per layer: the flash the memory
+    model predicts depends on the calibration data), and patches of one map are rounded
+    differently. One range per layer, the union over the patches, is what the whole-image
+    network calibrates. A layer reads some patches through a PAD (at the map's border) and
+    others directly, so without the second rule its bias would still come in two versions.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert, lite
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    converter._experimental_calibrate_only = True
+    calibrated = bytearray(converter.convert())
+    model = schema.Model.GetRootAsModel(calibrated, 0)
+    subgraph = model.Subgraphs(0)
+    pattern = re.compile(scopes)
+    group_of = list(range(subgraph.TensorsLength()))  # union-find over tensor indices
+
+    def root(index: int) -> int:
+        while group_of[index] != index:
+            group_of[index] = index = group_of[group_of[index]]
+        return index
+
+    first_of_name: dict[str, int] = {}
+    for index in range(subgraph.TensorsLength()):
+        name = pattern.sub("", subgraph.Tensors(index).Name().decode())
+        group_of[index] = root(first_of_name.setdefault(name, index))
+    operators = schema.BuiltinOperator
+    for op_index in range(subgraph.OperatorsLength()):
+        op = subgraph.Operators(op_index)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == operators.CONCATENATION:
+            moved = op.InputsAsNumpy()
+        elif builtin in (operators.PAD, operators.STRIDED_SLICE):
+            moved = op.InputsAsNumpy()[:1]  # the rest are paddings / begin, end, strides
+        else:
+            continue
+        output = int(op.Outputs(0))
+        for index in moved:
+            group_of[root(int(index))] = root(output)
+    ranges: dict[int, list[tuple[Any, Any]]] = {}
+    for index in range(subgraph.TensorsLength()):
+        quantization = subgraph.Tensors(index).Quantization()
+        if quantization is not None and quantization.MinLength():
+            # Views into ``calibrated``: writing them edits the model in place.
+            pair = (quantization.MinAsNumpy(), quantization.MaxAsNumpy())
+            ranges.setdefault(root(index), []).append(pair)
+    for group in ranges.values():
+        if len(group) > 1:
+            low = min(float(lows.min()) for lows, _ in group)
+            high = max(float(highs.max()) for _, highs in group)
+            for lows, highs in group:
+                lows[:] = low
+                highs[:] = high
+    # As TFLiteConverter.convert continues after calibration (TF 2.21, lite.py).
+    quantized = convert.mlir_quantize(
+        bytes(calibrated), False, input_data_type=tf.int8, output_data_type=tf.int8
+    )
+    return lite._deduplicate_readonly_buffers(quantized)
 
 
 _TF_OP = re.compile(r"'tf\.([A-Za-z0-9_]+)' op")

@@ -38,12 +38,15 @@ class TfGraph:
 
     ``forward`` maps a ``(1, H, W, C)`` float32 tensor in [0, 1] to ``(1, num_classes)``
     logits; ``layers`` are the layer names used as name scopes, in execution order.
+    ``shared_range_scopes``: a regular expression for name-scope parts (a patch's scope);
+    tensors whose names are equal once these parts are removed get one int8 range.
     """
 
     forward: Callable[[Any], Any]
     input_shape: tuple[int, int, int]
     num_classes: int
     layers: tuple[str, ...]
+    shared_range_scopes: str | None = None
 
     @functools.cached_property
     def concrete_function(self) -> Any:

@@ -9,7 +9,8 @@ With ``patch_grid > 1`` the first layers run patch by patch exactly as
 :func:`edgekit.spaces.tiny_cnn.patch_plan` schedules them: STRIDED_SLICE of the input region,
 PAD only where the region leaves the feature map, VALID convs, the residual's skip cropped with
 STRIDED_SLICE, and CONCATENATION of the patch outputs (each row along the width, then the rows
-along the height). Every op is plain TFLite, so TFLite Micro runs it unchanged.
+along the height). Every op is plain TFLite, so TFLite Micro runs it unchanged. Each layer gets
+one int8 range over all its patches (``shared_range_scopes``), as in the whole-image network.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import torch.nn as nn
 from edgekit.export.errors import ExportError
 from edgekit.export.graph import TfGraph
 from edgekit.spaces.tiny_cnn import CnnLayer, PatchPlan, TinyCnnConfig, layer_plan, patch_plan
+
+# A patch's name scope: the converter gives each layer one int8 range over all patches.
+PATCH_SCOPE = r"patch\d+_\d+/"
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def _run_patches(
         row = []
         for j in range(plan.grid):
             steps = plan.patches[i * plan.grid + j]
-            with tf.name_scope(f"patch{i}_{j}"):
+            with tf.name_scope(f"patch{i}_{j}"):  # see PATCH_SCOPE
                 y0, y1, x0, x1 = steps[0].in_region
                 with tf.name_scope("input"):
                     x = _crop(image, (y0, y1), (x0, x1))
@@ -147,4 +151,5 @@ def build(module: nn.Module, cfg: TinyCnnConfig) -> TfGraph:
         input_shape=(cfg.resolution, cfg.resolution, cfg.in_channels),
         num_classes=cfg.num_classes,
         layers=tuple(layer.name for layer in layers),
+        shared_range_scopes=None if plan is None else PATCH_SCOPE,
     )

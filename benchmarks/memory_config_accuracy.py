@@ -1,8 +1,8 @@
 """Config-based memory model vs the file-based one (and the real interpreter), and its speed.
 
 For ``--count`` random configs from both spaces (1 or 3 input channels) the int8 model is
-exported exactly as ``edgekit.export`` does it (random supernet weights: memory does not depend
-on training) and compared:
+exported exactly as ``edgekit.export`` ships it, names stripped (random supernet weights: memory
+does not depend on training) and compared:
 
 * config-based arena (``estimate_config_bytes``, 64- and 32-bit builds) vs ``analyze_tflite``
   on the exported file: exact-match rate, max and mean absolute error;
@@ -11,6 +11,9 @@ on training) and compared:
   (``measure_tflm_arena``) on every model by default (``--measure-every N``: one pair of
   models, one per space, in N). The interpreter's bisection takes seconds per model, so
   measured arenas are kept in ``--cache-dir`` keyed by the model file's hash.
+
+``--fit-flash`` also refits the memory model's per-object flash overheads
+(``FLASH_OVERHEAD``) on these files by least squares and prints them.
 
 Then the fast path's throughput on one core: configs/s with cold caches, in steady state (new
 configs, piece caches warm) and for repeated configs, per family (tiny-cnn whole-image, tiny-cnn
@@ -57,24 +60,25 @@ def sample_configs(count: int, seed: int) -> list[tuple[Any, Any]]:
 
 
 def export(space: Any, cfg: Any, cache_dir: Path, supernets: dict) -> bytes:
-    """The int8 .tflite the exporter makes from ``cfg`` (cached in ``cache_dir``)."""
+    """The int8 .tflite the exporter makes from ``cfg``, names stripped as in a bundle (the
+    converter's output is cached in ``cache_dir``)."""
+    from edgekit.export import strip_tensor_names
+
     path = cache_dir / f"{space.name}_c{cfg.in_channels}_{space.encode(cfg)}.tflite"
-    if path.exists():
-        return path.read_bytes()
-    import numpy as np
+    if not path.exists():
+        import numpy as np
 
-    from edgekit.export import build_tf_graph, convert_int8
+        from edgekit.export import build_tf_graph, convert_int8
 
-    key = (space.name, cfg.in_channels)
-    if key not in supernets:
-        supernets[key] = trained_like_weights(space.build_supernet())
-    module = space.extract(supernets[key], cfg).eval()
-    images = np.random.default_rng(0).random(
-        (8, cfg.resolution, cfg.resolution, cfg.in_channels), np.float32
-    )
-    model = convert_int8(build_tf_graph(space, module, cfg), images)
-    path.write_bytes(model)
-    return model
+        key = (space.name, cfg.in_channels)
+        if key not in supernets:
+            supernets[key] = trained_like_weights(space.build_supernet())
+        module = space.extract(supernets[key], cfg).eval()
+        images = np.random.default_rng(0).random(
+            (8, cfg.resolution, cfg.resolution, cfg.in_channels), np.float32
+        )
+        path.write_bytes(convert_int8(build_tf_graph(space, module, cfg), images))
+    return strip_tensor_names(path.read_bytes())
 
 
 def measured_arena(model: bytes, cache_dir: Path) -> int:
@@ -187,6 +191,27 @@ def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
     return results
 
 
+def fit_flash_overheads(pairs: list, file_bytes: list[int]) -> dict[str, int]:
+    """``FLASH_OVERHEAD`` refitted: per-object hundredths of a byte beyond the modelled payload
+    that best explain the files (least squares; collinear kinds split their share evenly)."""
+    import numpy as np
+
+    from edgekit.estimate._config_graph import graph_flash_terms
+    from edgekit.estimate._config_spaces import build_graph
+
+    counts, targets = [], []
+    for (_, cfg), size in zip(pairs, file_bytes, strict=True):
+        ops, tensors = build_graph(cfg).finish()
+        terms = graph_flash_terms(ops, tensors)
+        counts.append({**terms.counts, "opcode_kind": len({op.opcode for op in ops}),
+                       "constant": 1})  # fmt: skip
+        targets.append(size - terms.payload)
+    kinds = sorted(set().union(*counts))
+    matrix = np.array([[row.get(kind, 0) for kind in kinds] for row in counts], float)
+    fitted = np.linalg.lstsq(matrix, np.array(targets, float), rcond=None)[0]
+    return dict(zip(kinds, np.round(100 * fitted).astype(int).tolist(), strict=True))
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in ("all", "tiny-cnn whole-image", "tiny-cnn patched", "tiny-vit"):
@@ -275,6 +300,10 @@ def main() -> None:
         help="where exported models are kept between runs",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write rows and summaries here")
+    parser.add_argument(
+        "--fit-flash", action="store_true",
+        help="refit the flash model's per-object overheads on the exported files and print them",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import torch
@@ -282,8 +311,12 @@ def main() -> None:
     torch.set_num_threads(1)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = accuracy(sample_configs(args.count, args.seed), args.cache_dir, args.measure_every)
+    pairs = sample_configs(args.count, args.seed)
+    rows = accuracy(pairs, args.cache_dir, args.measure_every)
     accuracy_seconds = time.perf_counter() - started
+    if args.fit_flash:
+        fitted = fit_flash_overheads(pairs, [row["file_bytes"] for row in rows])
+        print(f"\nFLASH_OVERHEAD fitted on these {len(rows)} files: {fitted}")
     speeds = (
         speed(args.speed_configs, args.speed_warmup, args.seed + 1) if args.speed_configs else []
     )

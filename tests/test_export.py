@@ -182,6 +182,10 @@ def test_cnn_export_from_checkpoint_writes_a_verified_bundle(trained_cnn, digits
     assert manifest["arena"]["measured_host_bytes"] == result.arena_measured_bytes > 0
     assert manifest["arena"]["estimated_firmware_bytes"] > 0
     assert manifest["model"]["flash_bytes"] == len(model) == result.flash_bytes
+    # The board never reads tensor names (named after layers, "stages.0.0.dw/..."): none ship.
+    assert b"stages." not in model
+    assert len(manifest["op_layers"]) == len(manifest["ops"])
+    assert "stages.0.0.dw" in manifest["op_layers"]
     assert manifest["model"]["sha256"] == hashlib.sha256(model).hexdigest()
     assert config_from_dict(manifest["source"]["config"]) == cfg
     assert manifest["source"]["genome"] == CNN_GENOME

@@ -46,8 +46,9 @@ EXPORTED = [
 
 @pytest.fixture(scope="session")
 def exported() -> dict[tuple[str, str, int], tuple[object, bytes]]:
-    """The converted int8 model of every EXPORTED config (random weights), by its entry."""
-    from edgekit.export import build_tf_graph, convert_int8
+    """The int8 model the exporter ships for every EXPORTED config (random weights, names
+    stripped), by its entry."""
+    from edgekit.export import build_tf_graph, convert_int8, strip_tensor_names
 
     supernets: dict[tuple[str, int], torch.nn.Module] = {}
     models = {}
@@ -60,7 +61,7 @@ def exported() -> dict[tuple[str, str, int], tuple[object, bytes]]:
         images = np.random.default_rng(0).random(
             (4, cfg.resolution, cfg.resolution, channels), np.float32
         )
-        model = convert_int8(build_tf_graph(space, module, cfg), images)
+        model = strip_tensor_names(convert_int8(build_tf_graph(space, module, cfg), images))
         models[space_name, genome, channels] = (cfg, model)
     return models
 
@@ -94,8 +95,9 @@ def test_synthesised_graph_has_the_converted_ops_and_tensors(exported, entry):
 @pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
 def test_flash_estimate_is_close_to_the_file_size(exported, entry):
     cfg, model = exported[entry]
-    # Flash models the flatbuffer's layout (names, per-object overheads), not byte for byte.
-    assert estimate_config(cfg).flash_bytes == pytest.approx(len(model), rel=0.005)
+    # Flash models the flatbuffer's layout (per-object overheads), not byte for byte: its
+    # alignment padding varies.
+    assert abs(estimate_config(cfg).flash_bytes - len(model)) <= 200
 
 
 def _random_configs(count: int, seed: int) -> list:

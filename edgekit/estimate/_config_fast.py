@@ -38,14 +38,13 @@ from edgekit.estimate._config_arena import (
     summarize,
 )
 from edgekit.estimate._config_graph import (
-    ARITH_CONSTANT,
     FLASH_OVERHEAD,
     FlashTerms,
     GraphBuilder,
     Op,
     Tensor,
-    _align4,
     tensor_bytes,
+    whole_bytes,
 )
 from edgekit.estimate._config_plan import PlanPiece, chain_high_water, clear_plan_cache, plan_piece
 from edgekit.estimate._config_spaces import (
@@ -73,8 +72,11 @@ SpaceConfig = TinyCnnConfig | TinyVitConfig
 
 
 def _weigh(terms: FlashTerms) -> int:
-    """Flash bytes of some objects: payload plus the calibrated per-object overheads."""
-    return terms.payload + sum(FLASH_OVERHEAD.get(k, 0) * n for k, n in terms.counts.items())
+    """Flash of some objects in hundredths of a byte (see FLASH_OVERHEAD): payload plus the
+    calibrated per-object overheads. Sums of these stay exact until ``fast_figures`` rounds."""
+    return 100 * terms.payload + sum(
+        FLASH_OVERHEAD.get(k, 0) * n for k, n in terms.counts.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,11 @@ class Piece:
     lasts: tuple[int, ...]  # scope (1 = the piece's first op) of its last reader; 0: next piece
     entry_last: int  # scope of the last op reading the piece's input
     tensors: int  # tensors it adds, constants merged across pieces left out
-    merged: tuple[tuple[tuple, int], ...]  # (merge key, flash bytes) of merged constants
-    shared: tuple[tuple[tuple, int], ...]  # (same-data key, flash bytes of the buffer)
-    flash: int  # flash bytes of everything else it adds
+    # Flash in hundredths of a byte (see _weigh), as every flash figure of a piece:
+    merged: tuple[tuple[tuple, int], ...]  # (merge key, flash) of merged constants
+    shared: tuple[tuple[tuple, int], ...]  # (same-data key, flash of the buffer)
+    flash: int  # of everything else it adds
     opcodes: frozenset[str]
-    # Flash of merged constants that keep a TensorFlow name unless merged again elsewhere.
-    renamed: tuple[tuple[tuple, int], ...] = ()
     entry_lasts: tuple[int, ...] = ()  # scope of the last op reading each entry
 
 
@@ -122,7 +123,6 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
     assert all(lasts[:-1]) and not lasts[-1], "only a piece's last output may leave it"
     terms = FlashTerms()
     merged: dict[tuple, int] = {}
-    renamed: dict[tuple, int] = {}
     shared: dict[tuple, int] = {}
     count = 0
     for tensor in tensors:
@@ -132,9 +132,6 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
             alone = FlashTerms()
             alone.add_tensor(tensor)
             merged[tensor.merge_key] = _weigh(alone)
-            if tensor.name != ARITH_CONSTANT:
-                own, arith = (_align4(len(name) + 1) for name in (tensor.name, ARITH_CONSTANT))
-                renamed[tensor.merge_key] = merged[tensor.merge_key] - own + arith
             continue
         count += 1
         terms.add_tensor(tensor, with_data=tensor.same_data_as is None)
@@ -154,7 +151,6 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
         shared=tuple(shared.items()),
         flash=_weigh(terms),
         opcodes=frozenset(op.opcode for op in ops),
-        renamed=tuple(renamed.items()),
         entry_lasts=tuple(entry_lasts),
     )
 
@@ -302,8 +298,7 @@ class _Unit(NamedTuple):
     tensors: int
     flash: int
     opcodes: int
-    # (key number, flash bytes, flash bytes once renamed by a merge) of merged constants
-    merged: tuple[tuple[int, int, int], ...]
+    merged: tuple[tuple[int, int], ...]  # (key number, flash) of merged constants
     shared: tuple[tuple[int, int], ...]
     run: RunTerms
 
@@ -334,7 +329,6 @@ def _unit(
     else:
         cnn_patch_unit(b, (x_node, x), skip, key)
     part = _summarise(b, entries)
-    renamed = dict(part.renamed)
     tail = summarize([op_profile(k, config) for k in part.keys], config)
     alignment = config.alignment
     opcodes = 0
@@ -344,7 +338,7 @@ def _unit(
         len(part.keys), tuple(-(-size // alignment) * alignment for size in part.sizes),
         part.lasts, part.entry_lasts, tail.scratch, tail.scratch_scopes, part.tensors,
         part.flash, opcodes,
-        tuple((_key_number(key), flash, renamed.get(key, flash)) for key, flash in part.merged),
+        tuple((_key_number(key), flash) for key, flash in part.merged),
         tuple((_key_number(key), flash) for key, flash in part.shared), run_terms(tail),
     )  # fmt: skip
 
@@ -484,10 +478,8 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
         return len(sizes) - 1
 
     def count_constants(unit: _Unit) -> None:
-        # A constant made twice is merged, so the converter renames it (even when the op
-        # that made it is merged away).
-        for key, own_flash, renamed_flash in unit.merged:
-            merged[key] = renamed_flash if key in merged else own_flash
+        # Even when the op that made it is merged away.
+        merged.update(unit.merged)
 
     grid = len(axis)
     for p in range(grid * grid):
@@ -592,4 +584,4 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
     input_bytes = -(-res * res * channels // alignment) * alignment
     high_water = chain_high_water(plans, input_bytes)
     figures = arena_from_terms(runs, high_water, request_count, tensor_count, config)
-    return figures, flash
+    return figures, whole_bytes(flash)

@@ -19,11 +19,11 @@ does with their graphs (checked op for op, tensor for tensor against converted m
   (shapes, axes, paddings, slice bounds) merged by value. Tensors are numbered input,
   constants, then op outputs in op order.
 
-Flash: the flatbuffer's size is modelled from what it stores (constant data, tensor names,
-shapes, quantization vectors, operand lists) plus per-table overheads calibrated on converted
-models (:data:`FLASH_OVERHEAD`). Names follow the converter's patterns closely but not exactly,
-hence flash is an estimate, unlike the arena. A patched layer's biases share one buffer: the
-exporter gives each layer one int8 range over all its patches, so their quantized biases agree.
+Flash: the size of the file the exporter ships (tensor names stripped) is modelled from what it
+stores (constant data, shapes, quantization vectors, operand lists) plus per-table overheads
+calibrated on converted models (:data:`FLASH_OVERHEAD`); alignment padding varies from file to
+file, hence flash is an estimate, unlike the arena. A patched layer's biases share one buffer:
+the exporter gives each layer one int8 range over all its patches, so their biases agree.
 """
 
 from __future__ import annotations
@@ -36,20 +36,25 @@ from typing import Any
 from edgekit.estimate.tflite_file import ModelInfo, OperatorInfo, SubgraphInfo, TensorInfo
 
 _BYTES = {"int8": 1, "int32": 4}
-# Constants the converter makes or merges are named like "arith.constant12", captured ones
-# like "Const_46" (numbered from the last capture; two digits assumed).
+# The converter's names for constants it makes or merges ("arith.constant12") and for captured
+# ones ("Const_46"): the synthesised graph reads like the converted one, though flash no longer
+# counts names (the exporter strips them).
 ARITH_CONSTANT = "arith.constant12"
 CAPTURED_CONSTANT = "Const_NN"
 
-# Bytes per flatbuffer object beyond its payload (tables, vtables, offsets, padding), fitted
-# by least squares on 93 models converted by TensorFlow 2.21 from both spaces. Per-op values
-# are per opcode (its options table); they are calibration constants, not layouts: the
-# negative ones absorb what every tiny-vit model shares (e.g. one RESHAPE per model).
+# Hundredths of a byte per flatbuffer object beyond its payload (tables, vtables, offsets,
+# padding), fitted by least squares on 200 random models of both spaces, converted by
+# TensorFlow 2.21 and stripped of names (``benchmarks/memory_config_accuracy.py --seed 7
+# --fit-flash``); hundredths, because rounded to whole bytes they would add up to a bias of
+# ~100 B on a model of a few hundred tensors. Per-op values are per opcode (its options table);
+# they are calibration constants, not layouts: the negative ones absorb what every tiny-vit
+# model shares (e.g. one RESHAPE per model).
 FLASH_OVERHEAD: dict[str, int] = {
-    "tensor": 37, "quantized_tensor": 1, "buffer": 15, "opcode_kind": 26, "constant": 580,
-    "ADD": 65, "BATCH_MATMUL": 87, "CONCATENATION": 63, "CONV_2D": 74, "DEPTHWISE_CONV_2D": 44,
-    "FULLY_CONNECTED": 42, "HARD_SWISH": -4, "MEAN": 261, "MUL": 58, "PAD": 59,
-    "RESHAPE": -152, "RSQRT": -160, "SOFTMAX": 44, "STRIDED_SLICE": 59, "SUB": -160,
+    "tensor": 2493, "quantized_tensor": -35, "buffer": 1389, "opcode_kind": 6107,
+    "constant": 22624, "ADD": 4624, "BATCH_MATMUL": 8245, "CONCATENATION": 4690,
+    "CONV_2D": 9198, "DEPTHWISE_CONV_2D": 9599, "FULLY_CONNECTED": 6391, "HARD_SWISH": 4348,
+    "MEAN": 13481, "MUL": 7874, "PAD": 6261, "RESHAPE": -13267, "RSQRT": -4571,
+    "SOFTMAX": 4122, "STRIDED_SLICE": 6159, "SUB": -4571,
 }  # fmt: skip
 
 
@@ -272,8 +277,9 @@ def _align4(n: int) -> int:
 
 
 def tensor_bytes(tensor: Tensor) -> tuple[int, int]:
-    """Payload bytes of a tensor's table (name, shape, quantization) and of its data buffer."""
-    stored = 8 + _align4(len(tensor.name) + 1) + 4 * len(tensor.shape)
+    """Payload bytes of a tensor's table (shape, quantization; the exporter strips names) and
+    of its data buffer."""
+    stored = 8 + 4 * len(tensor.shape)
     if tensor.quant_channels:
         stored += 8 + 12 * tensor.quant_channels  # float scales, int64 zero points
     return stored, (_align4(4 + tensor.nbytes) if tensor.constant else 0)
@@ -314,9 +320,15 @@ class FlashTerms:
 
 def flash_bytes(terms: FlashTerms, opcodes: set[str] | frozenset[str]) -> int:
     """The estimated .tflite size from payload bytes, object counts and distinct opcodes."""
-    overhead = FLASH_OVERHEAD["constant"] + FLASH_OVERHEAD["opcode_kind"] * len(opcodes)
-    overhead += sum(FLASH_OVERHEAD.get(kind, 0) * n for kind, n in terms.counts.items())
-    return terms.payload + overhead
+    centi = 100 * terms.payload + FLASH_OVERHEAD["constant"]
+    centi += FLASH_OVERHEAD["opcode_kind"] * len(opcodes)
+    centi += sum(FLASH_OVERHEAD.get(kind, 0) * n for kind, n in terms.counts.items())
+    return whole_bytes(centi)
+
+
+def whole_bytes(centi: int) -> int:
+    """Hundredths of a byte (see FLASH_OVERHEAD) to bytes, rounded."""
+    return (centi + 50) // 100
 
 
 def graph_flash_terms(ops: list[Op], tensors: list[Tensor]) -> FlashTerms:

@@ -4,8 +4,9 @@ Path (chosen over nobuco, litert-torch and onnx2tf): each space has a builder th
 subnet natively in TensorFlow from its config (NHWC, TF "SAME" padding, BatchNorm folded,
 weights copied from ``space.extract``), so the graph has no PAD / TRANSPOSE ops and every op
 quantizes to an int8 builtin; fp32 parity with PyTorch is checked on every export. The TFLite
-converter then does post-training full-integer quantization, and the result is run in the
-TFLite Micro interpreter and in LiteRT's reference kernels.
+converter then does post-training full-integer quantization; the tensor names are dropped (the
+board never reads them), and the result is run in the TFLite Micro interpreter and in LiteRT's
+reference kernels.
 
 Heavy imports (TensorFlow, torch, the interpreters) happen inside the functions.
 """
@@ -13,7 +14,13 @@ Heavy imports (TensorFlow, torch, the interpreters) happen inside the functions.
 from __future__ import annotations
 
 from edgekit.export.bundle import BUNDLE_FILES, c_array, read_manifest, write_bundle
-from edgekit.export.convert import TFLM_INT8_OPS, OpRecord, check_ops, convert_int8
+from edgekit.export.convert import (
+    TFLM_INT8_OPS,
+    OpRecord,
+    check_ops,
+    convert_int8,
+    strip_tensor_names,
+)
 from edgekit.export.errors import ExportError, UnsupportedOpError
 from edgekit.export.from_path import export_from_path
 from edgekit.export.graph import TfGraph, build_tf_graph
@@ -67,5 +74,6 @@ __all__ = [
     "read_manifest",
     "run_litert_reference",
     "run_tflm",
+    "strip_tensor_names",
     "write_bundle",
 ]

@@ -3,7 +3,8 @@
 ``convert_int8`` runs TensorFlow's TFLite converter with post-training full-integer
 quantization: int8 input and output, per-channel int8 weights, int32 biases, activation ranges
 calibrated on a representative set. ``check_ops`` then rejects anything TFLite Micro cannot run
-in int8, naming the op and the layer (name scope) that produced it.
+in int8, naming the op and the layer (name scope) that produced it, and ``strip_tensor_names``
+drops the names from what goes to the board.
 """
 
 from __future__ import annotations
@@ -189,6 +190,17 @@ def _convert_with_shared_ranges(converter: Any, scopes: str) -> bytes:
         bytes(calibrated), False, input_data_type=tf.int8, output_data_type=tf.int8
     )
     return lite._deduplicate_readonly_buffers(quantized)
+
+
+def strip_tensor_names(model: bytes) -> bytes:
+    """``model`` without the strings TFLite Micro never reads (tensor and subgraph names, and
+    the signature defs that refer to tensors by name), packed as the converter packs a model:
+    1-15% less flash for our networks. Run ``check_ops`` before: it names layers from them."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    unpacked = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    flatbuffer_utils.strip_strings(unpacked)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(unpacked))
 
 
 _TF_OP = re.compile(r"'tf\.([A-Za-z0-9_]+)' op")

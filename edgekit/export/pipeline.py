@@ -224,7 +224,7 @@ def quantize_and_verify(
     import numpy as np
 
     from edgekit.estimate import TflmRuntimeError, measure_tflm
-    from edgekit.export.convert import check_ops, convert_int8
+    from edgekit.export.convert import check_ops, convert_int8, strip_tensor_names
     from edgekit.export.graph import build_tf_graph
     from edgekit.export.verify import (
         accuracy,
@@ -252,6 +252,7 @@ def quantize_and_verify(
         )
     model = convert_int8(graph, representative)
     ops = tuple(check_ops(model, graph.layers))
+    model = strip_tensor_names(model)  # what goes to the board, and what is verified
     convert_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -395,6 +396,8 @@ def _manifest(
         "output": {**output_spec.to_dict(), "meaning": "class logits; arg-max is the label"},
         "labels": list(splits.classes),
         "ops": [op.op for op in chosen.ops],
+        # The model ships without tensor names: which layer each op comes from.
+        "op_layers": [op.layer for op in chosen.ops],
         "op_counts": _op_counts(chosen.ops),
         "arena": {
             "measured_host_bytes": chosen.arena.arena_bytes,

@@ -320,14 +320,15 @@ def _patch_table(rows: list[dict[str, Any]]) -> str:
             f"{p['int8']:.2%} / {w['int8']:.2%} | {apart['int8']:.2%}, "
             f"{apart['flash']:,} (one range: {p['flash']:,}) |"
         )
-    gaps = [abs(row[label]["int8"] - row["whole"]["int8"]) for row in rows
-            for label in ("patched", "per_patch")]  # fmt: skip
     if rows:
+        one_range, apart = (
+            [100 * abs(row[label]["int8"] - row["whole"]["int8"]) for row in rows]
+            for label in ("patched", "per_patch")
+        )
         lines.append(
-            f"\n|int8 patched - whole-image|: max {100 * max(gaps[0::2]):.2f} / mean "
-            f"{100 * statistics.mean(gaps[0::2]):.2f} points with one range per layer, max "
-            f"{100 * max(gaps[1::2]):.2f} / mean {100 * statistics.mean(gaps[1::2]):.2f} with "
-            "patches calibrated apart"
+            f"\n|int8 patched - whole-image|: max {max(one_range):.2f} / mean "
+            f"{statistics.mean(one_range):.2f} points with one range per layer, max "
+            f"{max(apart):.2f} / mean {statistics.mean(apart):.2f} with patches calibrated apart"
         )
     return "\n".join(lines)
 

@@ -296,7 +296,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--cache-dir", type=Path,
-        default=Path(tempfile.gettempdir()) / "edgekit_memory_config_models",
+        # Renamed whenever the exporter's output changes (last: one int8 range per layer
+        # over all patches), so that no run reuses models exported the old way.
+        default=Path(tempfile.gettempdir()) / "edgekit_memory_config_models_2",
         help="where exported models are kept between runs",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write rows and summaries here")

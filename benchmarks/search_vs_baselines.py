@@ -451,20 +451,22 @@ def _search(name: str, splits: Any, supernet: Path, baseline: dict[str, Any],
 
 
 class _Resized:
-    """A supernet with one subnet active, fed the dataset's images (resized to the subnet's
-    resolution), so that ``_train`` can train it like any network."""
+    """A network fed the dataset's images resized to ``cfg``'s resolution, so that ``_train``
+    can train it like any network: a supernet (``cfg`` made its active subnet) or a network
+    ``space.extract`` made."""
 
-    def __init__(self, space: Any, supernet: Any, cfg: Any) -> None:
-        self.space, self.supernet, self.cfg = space, supernet, cfg
-        supernet.set_active(cfg)
+    def __init__(self, space: Any, network: Any, cfg: Any) -> None:
+        self.space, self.network, self.cfg = space, network, cfg
+        if hasattr(network, "set_active"):
+            network.set_active(cfg)
 
     def __call__(self, x: Any) -> Any:
         from edgekit.training import prepare_input
 
-        return self.supernet(prepare_input(self.space, x, self.cfg))
+        return self.network(prepare_input(self.space, x, self.cfg))
 
     def __getattr__(self, name: str) -> Any:  # parameters(), train(), eval() ...
-        return getattr(self.supernet, name)
+        return getattr(self.network, name)
 
 
 def _retrain(name: str, splits: Any, supernet_path: Path, baseline: dict[str, Any],

@@ -58,6 +58,7 @@ from _common import cpu_name  # noqa: E402
 from search_vs_baselines import (  # noqa: E402
     DEFAULT_CIFAR,
     _board_budget,
+    _Resized,
     _resnet8_counts,
     _resnet8_module,
     _test_accuracy,
@@ -250,7 +251,6 @@ def _lines(path: Path) -> list[str]:
 
 def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
     from edgekit.spaces import get_space
-    from edgekit.training import prepare_input
 
     entry, epochs, splits_path, device = job
     global _SPLITS
@@ -263,21 +263,14 @@ def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
     torch.manual_seed(entry["seed"])
     row = dict(entry)
     if entry["kind"] == "resnet8":
-        network = _resnet8_module(splits.num_classes, in_channels)
-        prepare = None
+        module = _resnet8_module(splits.num_classes, in_channels).to(device)
     else:
         space = get_space(SPACE, num_classes=splits.num_classes, in_channels=in_channels)
         cfg = space.decode(entry["genome"])
         counts = space.count(cfg)
         row.update(macs=counts.macs, params=counts.params)
         whole = dataclasses.replace(cfg, patch_grid=1, patch_stages=space.smallest().patch_stages)
-        network = space.extract(space.build_supernet(), whole)
-
-        def prepare(x: torch.Tensor, space: Any = space, cfg: Any = whole) -> torch.Tensor:
-            return prepare_input(space, x, cfg)
-
-    network = network.to(device)
-    module = network if prepare is None else _Prepared(network, prepare)
+        module = _Resized(space, space.extract(space.build_supernet(), whole).to(device), whole)
     started = time.perf_counter()
     _train(module, splits, epochs, entry["seed"], label=row.get("genome", "ResNet-8"),
            device=device)  # fmt: skip
@@ -286,17 +279,6 @@ def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
     row.update(epochs=epochs, device=where,
                fp32_test_accuracy=_test_accuracy(module, splits, device))  # fmt: skip
     return row
-
-
-class _Prepared(torch.nn.Module):
-    """A network fed the dataset's 32 x 32 images resized to its resolution."""
-
-    def __init__(self, network: Any, prepare: Any) -> None:
-        super().__init__()
-        self.network, self.prepare = network, prepare
-
-    def forward(self, x: Any) -> Any:
-        return self.network(self.prepare(x))
 
 
 # --- rank ----------------------------------------------------------------------------------------

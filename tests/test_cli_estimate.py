@@ -29,6 +29,26 @@ def test_file_verdict_and_exit_status(tmp_path: Path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["arena_bytes"] == analyze_tflite(path).arena_bytes
 
 
+def test_ops_name_their_layers_from_the_bundle_manifest(tmp_path: Path, capsys) -> None:
+    import hashlib
+
+    model = _add_reshape_model()
+    path = tmp_path / "model.tflite"
+    path.write_bytes(model)
+    ops = len(analyze_tflite(path).per_op)
+    manifest = {"model": {"sha256": hashlib.sha256(model).hexdigest()},
+                "op_layers": [f"layer{i}" for i in range(ops)]}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["-q", "estimate", str(path), "--ops", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["ops"]
+    assert [row["layer"] for row in rows] == manifest["op_layers"]
+    # A manifest of another file names nothing.
+    manifest["model"]["sha256"] = "0" * 64
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["-q", "estimate", str(path), "--ops", "--json"]) == 0
+    assert "layer" not in json.loads(capsys.readouterr().out)["ops"][0]
+
+
 @pytest.mark.parametrize("name", ["tiny-cnn", "tiny-vit"])
 def test_config_genome_and_json(name: str, tmp_path: Path, capsys) -> None:
     space = get_space(name)

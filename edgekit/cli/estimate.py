@@ -105,7 +105,29 @@ def _from_file(
         "peak_tensors": [f"{t.name} ({t.bytes} B)" for t in report.peak_tensors],
         "tail_breakdown": dict(report.tail_breakdown),
     }
-    return figures, report.rows() if per_op else None
+    if not per_op:
+        return figures, None
+    rows = report.rows()
+    layers = _bundle_layers(path)
+    if layers is not None and len(layers) == len(rows):
+        for row, layer in zip(rows, layers, strict=True):
+            row["layer"] = layer
+    return figures, rows
+
+
+def _bundle_layers(path: Path) -> list[str | None] | None:
+    """The layer of each op, from the manifest of the bundle ``path`` was exported into (an
+    exported model has no tensor names), if that manifest describes this very file."""
+    import hashlib
+
+    manifest = path.with_name("manifest.json")
+    try:
+        described = json.loads(manifest.read_text())
+        if described["model"]["sha256"] != hashlib.sha256(path.read_bytes()).hexdigest():
+            return None
+        return described["op_layers"]
+    except (OSError, ValueError, KeyError, TypeError):  # not a bundle (or an older one)
+        return None
 
 
 def _from_config(args: argparse.Namespace, pointer: int, alignment: int) -> dict[str, Any]:
@@ -187,15 +209,20 @@ def _print(figures: dict[str, Any], ops: list[dict[str, Any]] | None, verdict: A
                       f"arena limited by {figures['limited_by']}")  # fmt: skip
     if ops:
         op_table = Table(title="per operator", title_justify="left")
-        for column in ("op", "opcode", "live B", "extent B", "tail B", "tensors"):
-            right = column not in ("opcode", "tensors")
+        with_layers = "layer" in ops[0]
+        columns = ("op", "opcode", "live B", "extent B", "tail B", "tensors")
+        for column in columns + (("layer",) if with_layers else ()):
+            right = column not in ("opcode", "tensors", "layer")
             op_table.add_column(column, justify="right" if right else "left")
         for row in ops:
             style = "bold" if row["peak"] else None
-            op_table.add_row(
+            cells = [
                 str(row["op"]), row["opcode"], f"{row['live_bytes']:,}",
-                f"{row['extent_bytes']:,}", f"{row['tail_bytes']:,}", row["tensors"], style=style,
-            )  # fmt: skip
+                f"{row['extent_bytes']:,}", f"{row['tail_bytes']:,}", row["tensors"],
+            ]  # fmt: skip
+            if with_layers:
+                cells.append(row["layer"] or "")
+            op_table.add_row(*cells, style=style)
         console.print(op_table)
     if verdict is not None:
         colour = "green" if verdict.fits else "red"

@@ -40,8 +40,12 @@ def test_ops_name_their_layers_from_the_bundle_manifest(tmp_path: Path, capsys) 
                 "op_layers": [f"layer{i}" for i in range(ops)]}  # fmt: skip
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert main(["-q", "estimate", str(path), "--ops", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)["ops"]
-    assert [row["layer"] for row in rows] == manifest["op_layers"]
+    record = json.loads(capsys.readouterr().out)
+    assert [row["layer"] for row in record["ops"]] == manifest["op_layers"]
+    # Tensors at the peak are named by the layer that writes them.
+    names = {"input", *manifest["op_layers"]}
+    assert record["peak_tensors"]
+    assert all(tensor.split("[")[1].split("]")[0] in names for tensor in record["peak_tensors"])
     # A manifest of another file names nothing.
     manifest["model"]["sha256"] = "0" * 64
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))

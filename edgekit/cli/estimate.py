@@ -93,6 +93,16 @@ def _from_file(
     from edgekit.estimate import analyze_tflite
 
     report = analyze_tflite(path, pointer_bytes=pointer, alignment=alignment)
+    layers = _bundle_layers(path)
+    if layers is not None and len(layers) != len(report.per_op):
+        layers = None
+
+    def named(tensor: Any) -> str:  # an exported model's tensors are named by their writer
+        if layers is None or tensor.tensor_index is None:
+            return tensor.name
+        writer = layers[tensor.first_used - 1] if tensor.first_used else "input"
+        return f"{tensor.name} [{writer}]" if writer else tensor.name
+
     figures = {
         "source": str(path),
         "build": report.runtime.name,
@@ -102,14 +112,13 @@ def _from_file(
         "flash_bytes": report.flash_bytes,
         "limited_by": report.limited_by,
         "peak_op": None if report.peak_op is None else f"{report.peak_op[0]} {report.peak_op[1]}",
-        "peak_tensors": [f"{t.name} ({t.bytes} B)" for t in report.peak_tensors],
+        "peak_tensors": [f"{named(t)} ({t.bytes} B)" for t in report.peak_tensors],
         "tail_breakdown": dict(report.tail_breakdown),
     }
     if not per_op:
         return figures, None
     rows = report.rows()
-    layers = _bundle_layers(path)
-    if layers is not None and len(layers) == len(rows):
+    if layers is not None:
         for row, layer in zip(rows, layers, strict=True):
             row["layer"] = layer
     return figures, rows
@@ -184,6 +193,7 @@ def _parse_config(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _print(figures: dict[str, Any], ops: list[dict[str, Any]] | None, verdict: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from edgekit.units import format_size
@@ -204,7 +214,7 @@ def _print(figures: dict[str, Any], ops: list[dict[str, Any]] | None, verdict: A
     console.print(table)
     peak = figures.get("peak_op")
     if peak:
-        tensors = ", ".join(figures.get("peak_tensors", []))
+        tensors = escape(", ".join(figures.get("peak_tensors", [])))
         console.print(f"peak at op {peak}{': ' + tensors if tensors else ''}; "
                       f"arena limited by {figures['limited_by']}")  # fmt: skip
     if ops:

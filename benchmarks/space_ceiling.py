@@ -40,7 +40,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import random
 import statistics
 import sys
@@ -318,7 +317,9 @@ def _report(args: argparse.Namespace) -> str:
     if not resnet8 or not configs:
         return "no results yet"
     mean = statistics.fmean(resnet8)
-    spread = statistics.stdev(resnet8) if len(resnet8) > 1 else math.nan
+    seeds = ", ".join(f"{100 * a:.2f}" for a in resnet8)
+    if len(resnet8) > 1:
+        seeds = f"std {100 * statistics.stdev(resnet8):.2f}: {seeds}"
     beating = [r for r in configs if r["fp32_test_accuracy"] > mean]
     accs = [r["fp32_test_accuracy"] for r in configs]
     devices = sorted({r["device"] for r in rows})
@@ -331,8 +332,7 @@ def _report(args: argparse.Namespace) -> str:
         f"{plan['epochs']} epochs; fp32 test "
         f"accuracy on the 10,000 test images; trained on {', '.join(devices)}",
         f"- ResNet-8 ({resnet8_macs:,} MACs, {resnet8_params:,} parameters) over "
-        f"{len(resnet8)} seeds: {100 * mean:.2f}% (std {100 * spread:.2f}: "
-        f"{', '.join(f'{100 * a:.2f}' for a in resnet8)})",
+        f"{len(resnet8)} seed(s): {100 * mean:.2f}% ({seeds})",
         f"- configs above ResNet-8's mean: {len(beating)} of {len(configs)}; best "
         f"{100 * accs[0]:.2f}%, median {100 * statistics.median(accs):.2f}%",
     ]

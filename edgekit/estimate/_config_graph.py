@@ -21,9 +21,10 @@ does with their graphs (checked op for op, tensor for tensor against converted m
 
 Flash: the size of the file the exporter ships (tensor names stripped) is modelled from what it
 stores (constant data, shapes, quantization vectors, operand lists) plus per-table overheads
-calibrated on converted models (:data:`FLASH_OVERHEAD`); alignment padding varies from file to
-file, hence flash is an estimate, unlike the arena. A patched layer's biases share one buffer:
-the exporter gives each layer one int8 range over all its patches, so their biases agree.
+calibrated on converted models (:data:`FLASH_OVERHEAD`); what they miss (most likely alignment
+padding) varies from file to file, hence flash is an estimate, unlike the arena. A patched
+layer's biases share one buffer: the exporter gives each layer one int8 range over all its
+patches, so their biases agree.
 """
 
 from __future__ import annotations

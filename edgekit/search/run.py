@@ -10,9 +10,9 @@ Phases of a run (folder ``out``; every phase is recorded, so ``resume=True`` aft
 4. per space, the search (:class:`~edgekit.search.strategy.SpaceSearch`);
 5. test accuracy of the Pareto points (for the report only), the chosen model per space
    (highest validation accuracy), fine-tuned with distillation and exported as a bundle under
-   ``models/<space>/``; an export over the budgets (the config-based flash of patch-based CNNs
-   is an estimate) is passed over for the next choice, exported to ``models/<space>-choice2/``
-   and so on;
+   ``models/<space>/``; an export over the budgets (the config-based flash is a model of the
+   file's layout, not exact) is passed over for the next choice, exported to
+   ``models/<space>-choice2/`` and so on;
 6. the report (``report/``).
 """
 
@@ -435,9 +435,9 @@ class _Run:
     def _export_fitting(
         self, space: SearchSpace, supernet: tuple[nn.Module, str], trials: list[Trial]
     ) -> dict[str, Any] | None:
-        """Export the chosen model; should its export not fit the budgets (the flash estimate
-        of patch-based CNNs can be a little low), pass it over and export the next choice, at
-        most ``EXPORT_ATTEMPTS`` times. Returns the last export made."""
+        """Export the chosen model; should its export not fit the budgets (the config-based
+        flash can be a little low), pass it over and export the next choice, at most
+        ``EXPORT_ATTEMPTS`` times. Returns the last export made."""
         passed_over = {key for key in misfits(self.store.records, self.budget)
                        if key[0] == space.name}  # fmt: skip
         record = None

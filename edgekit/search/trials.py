@@ -152,9 +152,8 @@ def misfits(records: Iterable[Mapping[str, Any]], budget: Budget) -> set[tuple[s
     """(space, genome) of the search's exported models that do not fit ``budget`` and were
     passed over: the first ``EXPORT_ATTEMPTS - 1`` of each space, in export order (a space's
     last attempt stands even when over; re-exports of Pareto points do not count). The arena
-    estimate is exact, but the config-based flash of patch-based CNNs is not (a patch's
-    quantized biases share a buffer only when calibration gives them equal scales), so an
-    export can come out a little over a flash budget its config met."""
+    estimate is exact, but the config-based flash models the file's layout (within a few
+    hundred bytes), so an export can come out a little over a flash budget its config met."""
     passed_over: dict[str, list[str]] = {}
     for r in records:
         if r.get("kind") == "export" and not r.get("reexport") and not export_fits(r, budget):

@@ -1,12 +1,14 @@
 """Config-based memory model vs the file-based one (and the real interpreter), and its speed.
 
 For ``--count`` random configs from both spaces (1 or 3 input channels) the int8 model is
-exported exactly as ``edgekit.export`` ships it, names stripped (random supernet weights: memory
+exported exactly as ``edgekit.export`` ships it, compacted (random supernet weights: memory
 does not depend on training) and compared:
 
 * config-based arena (``estimate_config_bytes``, 64- and 32-bit builds) vs ``analyze_tflite``
   on the exported file: exact-match rate, max and mean absolute error;
 * config-based flash vs the .tflite size: max / mean absolute and relative error;
+* the flash that ``compact_model`` saves by sharing per-channel zero-point vectors, against
+  the same file with only the names stripped;
 * ``analyze_tflite`` vs the arena measured with the tflite-micro interpreter
   (``measure_tflm_arena``) on every model by default (``--measure-every N``: one pair of
   models, one per space, in N). The interpreter's bisection takes seconds per model, so
@@ -59,10 +61,13 @@ def sample_configs(count: int, seed: int) -> list[tuple[Any, Any]]:
     return out
 
 
-def export(space: Any, cfg: Any, cache_dir: Path, supernets: dict) -> bytes:
-    """The int8 .tflite the exporter makes from ``cfg``, names stripped as in a bundle (the
-    converter's output is cached in ``cache_dir``)."""
-    from edgekit.export import strip_tensor_names
+def export(space: Any, cfg: Any, cache_dir: Path, supernets: dict) -> tuple[bytes, int]:
+    """The int8 .tflite the exporter makes from ``cfg``, compacted as in a bundle (the
+    converter's output is cached in ``cache_dir``), and the size it would have with only the
+    names stripped (zero-point vectors not shared), for the savings column."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgekit.export import compact_model
 
     path = cache_dir / f"{space.name}_c{cfg.in_channels}_{space.encode(cfg)}.tflite"
     if not path.exists():
@@ -78,7 +83,10 @@ def export(space: Any, cfg: Any, cache_dir: Path, supernets: dict) -> bytes:
             (8, cfg.resolution, cfg.resolution, cfg.in_channels), np.float32
         )
         path.write_bytes(convert_int8(build_tf_graph(space, module, cfg), images))
-    return strip_tensor_names(path.read_bytes())
+    unpacked = flatbuffer_utils.convert_bytearray_to_object(bytearray(path.read_bytes()))
+    flatbuffer_utils.strip_strings(unpacked)
+    names_only = len(flatbuffer_utils.convert_object_to_bytearray(unpacked))
+    return compact_model(path.read_bytes()), names_only
 
 
 def measured_arena(model: bytes, cache_dir: Path) -> int:
@@ -103,7 +111,7 @@ def accuracy(pairs: list, cache_dir: Path, measure_every: int) -> list[dict[str,
     rows = []
     for index, (space, cfg) in enumerate(pairs):
         started = time.perf_counter()
-        model = export(space, cfg, cache_dir, supernets)
+        model, names_only_bytes = export(space, cfg, cache_dir, supernets)
         export_seconds = time.perf_counter() - started
         row: dict[str, Any] = {
             "space": space.name,
@@ -111,6 +119,7 @@ def accuracy(pairs: list, cache_dir: Path, measure_every: int) -> list[dict[str,
             "genome": space.encode(cfg),
             "in_channels": cfg.in_channels,
             "file_bytes": len(model),
+            "names_only_bytes": names_only_bytes,
             "export_s": export_seconds,
         }
         for pointer in (8, 4):
@@ -236,6 +245,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # Below the file is the unsafe side: a config passed as fitting whose export does not.
         entry["flash_under_n"] = sum(e < 0 for e in flash)
         entry["flash_under_max"] = -min(min(flash), 0)
+        saved = [100 * (1 - r["file_bytes"] / r["names_only_bytes"]) for r in group]
+        entry["shared_zero_points_saved_pct"] = (min(saved), statistics.fmean(saved), max(saved))
         measured = [r for r in group if "measured_arena" in r]
         if measured:
             errors = [abs(r["file_arena_8"] - r["measured_arena"]) for r in measured]
@@ -250,8 +261,9 @@ def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) ->
     print("\n### Config-based vs file-based arena and flash\n")
     print("| models | n | arena exact (64-bit) | max / mean err B | arena exact (32-bit) | "
           "max / mean err B | flash max / mean err B | flash max / mean rel % | "
-          "flash below the file: models (max B) | file vs measured (TFLM) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "flash below the file: models (max B) | file vs measured (TFLM) | "
+          "shared zero points save: min / mean / max % |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in summary:
         measured = (
             f"{s['file_vs_measured_exact_pct']:.0f}% exact of {s['measured_n']} "
@@ -259,6 +271,7 @@ def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) ->
             if "measured_n" in s
             else "-"
         )
+        saved = " / ".join(f"{pct:.1f}" for pct in s["shared_zero_points_saved_pct"])
         print(
             f"| {s['models']} | {s['n']} | {s['arena_8_exact_pct']:.1f}% | "
             f"{s['arena_8_max_err']} / {s['arena_8_mean_err']:.1f} | "
@@ -266,7 +279,7 @@ def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) ->
             f"{s['arena_4_mean_err']:.1f} | {s['flash_max_err']} / "
             f"{s['flash_mean_err']:.0f} | {s['flash_max_rel_pct']:.2f} / "
             f"{s['flash_mean_rel_pct']:.2f} | {s['flash_under_n']} ({s['flash_under_max']}) | "
-            f"{measured} |"
+            f"{measured} | {saved} |"
         )
     print("\n### estimate_config_bytes throughput (configs per CPU second, one core, 32-bit "
           "build)\n")  # fmt: skip

@@ -344,7 +344,7 @@ def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from edgekit.estimate import analyze_tflite, measure_tflm
-    from edgekit.export.convert import check_ops, convert_int8, strip_tensor_names
+    from edgekit.export.convert import check_ops, compact_model, convert_int8
     from edgekit.export.verify import accuracy, io_specs, run_arena_size, run_tflm
 
     epochs = args.epochs + args.finetune_epochs
@@ -358,7 +358,7 @@ def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
     representative = splits.train.x[np.sort(rng.permutation(len(splits.train))[:200])]
     model = convert_int8(graph, representative)
     check_ops(model, graph.layers)
-    model = strip_tensor_names(model)  # as the exporter ships a model
+    model = compact_model(model)  # as the exporter ships a model
     host_arena = measure_tflm(model).arena_bytes
     board = analyze_tflite(model, pointer_bytes=4)
     inputs = io_specs(model)[0].quantization.quantize(splits.test.x)

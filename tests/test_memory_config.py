@@ -45,10 +45,9 @@ EXPORTED = [
 
 
 @pytest.fixture(scope="session")
-def exported() -> dict[tuple[str, str, int], tuple[object, bytes]]:
-    """The int8 model the exporter ships for every EXPORTED config (random weights, names
-    stripped), by its entry."""
-    from edgekit.export import build_tf_graph, convert_int8, strip_tensor_names
+def converted() -> dict[tuple[str, str, int], tuple[object, bytes]]:
+    """The converter's int8 model of every EXPORTED config (random weights), by its entry."""
+    from edgekit.export import build_tf_graph, convert_int8
 
     supernets: dict[tuple[str, int], torch.nn.Module] = {}
     models = {}
@@ -61,9 +60,17 @@ def exported() -> dict[tuple[str, str, int], tuple[object, bytes]]:
         images = np.random.default_rng(0).random(
             (4, cfg.resolution, cfg.resolution, channels), np.float32
         )
-        model = strip_tensor_names(convert_int8(build_tf_graph(space, module, cfg), images))
+        model = convert_int8(build_tf_graph(space, module, cfg), images)
         models[space_name, genome, channels] = (cfg, model)
     return models
+
+
+@pytest.fixture(scope="session")
+def exported(converted) -> dict[tuple[str, str, int], tuple[object, bytes]]:
+    """The model the exporter ships for every EXPORTED config (compacted), by its entry."""
+    from edgekit.export import compact_model
+
+    return {entry: (cfg, compact_model(model)) for entry, (cfg, model) in converted.items()}
 
 
 @pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
@@ -98,6 +105,43 @@ def test_flash_estimate_is_close_to_the_file_size(exported, entry):
     # Flash models the flatbuffer's layout (per-object overheads), not byte for byte: its
     # alignment padding varies.
     assert abs(estimate_config(cfg).flash_bytes - len(model)) <= 200
+
+
+@pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
+def test_shipped_model_stores_each_per_channel_zero_point_vector_once(exported, entry):
+    _, model = exported[entry]
+    places: dict[int, set[int]] = {}
+    for tensor in parse_model(model).subgraphs[0].tensors:
+        if tensor.zero_point_count > 1:
+            places.setdefault(tensor.zero_point_count, set()).add(tensor.zero_point_at)
+    assert places and all(len(at) == 1 for at in places.values())
+    flash = analyze_tflite(model).flash
+    assert flash.overhead_bytes > 0  # shared vectors counted once in the breakdown
+
+
+@pytest.mark.parametrize("entry", [EXPORTED[2], EXPORTED[-1]], ids=["patched-cnn", "vit"])
+def test_compacting_keeps_what_tflite_micro_computes_and_allocates(converted, exported, entry):
+    from tensorflow.lite.tools import flatbuffer_utils
+    from tflite_micro.python.tflite_micro import runtime
+
+    from edgekit.estimate import measure_tflm_arena
+
+    cfg, compact = exported[entry]
+    unpacked = flatbuffer_utils.convert_bytearray_to_object(bytearray(converted[entry][1]))
+    flatbuffer_utils.strip_strings(unpacked)
+    names_stripped = bytes(flatbuffer_utils.convert_object_to_bytearray(unpacked))
+    assert len(compact) < len(names_stripped)
+    image = np.random.default_rng(1).integers(
+        -128, 128, (1, cfg.resolution, cfg.resolution, cfg.in_channels), dtype=np.int8
+    )
+    outputs = []
+    for model in (names_stripped, compact):
+        interpreter = runtime.Interpreter.from_bytes(model)
+        interpreter.set_input(image, 0)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert measure_tflm_arena(compact) == measure_tflm_arena(names_stripped)
 
 
 def _random_configs(count: int, seed: int) -> list:

@@ -45,6 +45,7 @@ from edgekit.estimate._config_graph import (
     Tensor,
     tensor_bytes,
     whole_bytes,
+    zero_point_key,
 )
 from edgekit.estimate._config_plan import PlanPiece, chain_high_water, clear_plan_cache, plan_piece
 from edgekit.estimate._config_spaces import (
@@ -88,7 +89,7 @@ class Piece:
     tensors: int  # tensors it adds, constants merged across pieces left out
     # Flash in hundredths of a byte (see _weigh), as every flash figure of a piece:
     merged: tuple[tuple[tuple, int], ...]  # (merge key, flash) of merged constants
-    shared: tuple[tuple[tuple, int], ...]  # (same-data key, flash of the buffer)
+    shared: tuple[tuple[tuple, int], ...]  # (same-data key, flash of the buffer or vector)
     flash: int  # of everything else it adds
     opcodes: frozenset[str]
     entry_lasts: tuple[int, ...] = ()  # scope of the last op reading each entry
@@ -139,6 +140,11 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
             buffer = FlashTerms()
             buffer.add_buffer(tensor_bytes(tensor)[1])
             shared[tensor.same_data_as] = _weigh(buffer)
+        zero_points = zero_point_key(tensor)
+        if zero_points is not None:
+            vector = FlashTerms()
+            vector.add_zero_points(tensor.quant_channels)
+            shared[zero_points] = _weigh(vector)
     for op in ops:
         terms.add_op(op)
     return Piece(

@@ -45,17 +45,17 @@ CAPTURED_CONSTANT = "Const_NN"
 
 # Hundredths of a byte per flatbuffer object beyond its payload (tables, vtables, offsets,
 # padding), fitted by least squares on 200 random models of both spaces, converted by
-# TensorFlow 2.21 and stripped of names (``benchmarks/memory_config_accuracy.py --seed 7
+# TensorFlow 2.21 and compacted as shipped (``benchmarks/memory_config_accuracy.py --seed 7
 # --fit-flash``); hundredths, because rounded to whole bytes they would add up to a bias of
 # ~100 B on a model of a few hundred tensors. Per-op values are per opcode (its options table);
 # they are calibration constants, not layouts: the negative ones absorb what every tiny-vit
 # model shares (e.g. one RESHAPE per model).
 FLASH_OVERHEAD: dict[str, int] = {
-    "tensor": 2493, "quantized_tensor": -35, "buffer": 1389, "opcode_kind": 6107,
-    "constant": 22624, "ADD": 4624, "BATCH_MATMUL": 8245, "CONCATENATION": 4690,
-    "CONV_2D": 9198, "DEPTHWISE_CONV_2D": 9599, "FULLY_CONNECTED": 6391, "HARD_SWISH": 4348,
-    "MEAN": 13481, "MUL": 7874, "PAD": 6261, "RESHAPE": -13267, "RSQRT": -4571,
-    "SOFTMAX": 4122, "STRIDED_SLICE": 6159, "SUB": -4571,
+    "tensor": 2421, "quantized_tensor": 88, "buffer": 1434, "zero_point_vector": -37,
+    "opcode_kind": 6121, "constant": 22374, "ADD": 4506, "BATCH_MATMUL": 7453,
+    "CONCATENATION": 4653, "CONV_2D": 8703, "DEPTHWISE_CONV_2D": 9137, "FULLY_CONNECTED": 6373,
+    "HARD_SWISH": 3864, "MEAN": 13156, "MUL": 7736, "PAD": 6202, "RESHAPE": -12337,
+    "RSQRT": -4609, "SOFTMAX": 3726, "STRIDED_SLICE": 6134, "SUB": -4609,
 }  # fmt: skip
 
 
@@ -279,11 +279,21 @@ def _align4(n: int) -> int:
 
 def tensor_bytes(tensor: Tensor) -> tuple[int, int]:
     """Payload bytes of a tensor's table (shape, quantization; the exporter strips names) and
-    of its data buffer."""
+    of its data buffer. A per-channel zero-point vector is not included: see
+    :func:`zero_point_key`."""
     stored = 8 + 4 * len(tensor.shape)
     if tensor.quant_channels:
-        stored += 8 + 12 * tensor.quant_channels  # float scales, int64 zero points
+        stored += 4 + 4 * tensor.quant_channels  # float scales
+        if zero_point_key(tensor) is None:
+            stored += 4 + 8 * tensor.quant_channels  # int64 zero points of its own
     return stored, (_align4(4 + tensor.nbytes) if tensor.constant else 0)
+
+
+def zero_point_key(tensor: Tensor) -> tuple | None:
+    """The exporter stores each per-channel zero-point vector (all zeros) once per channel
+    count (``compact_model``): tensors with equal keys share one."""
+    channels = tensor.quant_channels
+    return ("zero_points", channels) if channels > 1 else None
 
 
 def op_bytes(op: Op) -> int:
@@ -314,6 +324,11 @@ class FlashTerms:
         self.payload += data
         self.counts["buffer"] += 1
 
+    def add_zero_points(self, channels: int) -> None:
+        """A shared per-channel zero-point vector (see :func:`zero_point_key`)."""
+        self.payload += 4 + 8 * channels
+        self.counts["zero_point_vector"] += 1
+
     def add_op(self, op: Op) -> None:
         self.payload += op_bytes(op)
         self.counts[op.opcode] += 1
@@ -333,7 +348,8 @@ def whole_bytes(centi: int) -> int:
 
 
 def graph_flash_terms(ops: list[Op], tensors: list[Tensor]) -> FlashTerms:
-    """Flash terms of a finished graph: every tensor, each distinct buffer once, every op."""
+    """Flash terms of a finished graph: every tensor, each distinct buffer and zero-point
+    vector once, every op."""
     terms = FlashTerms()
     buffers: set[tuple] = set()
     for tensor in tensors:
@@ -342,6 +358,10 @@ def graph_flash_terms(ops: list[Op], tensors: list[Tensor]) -> FlashTerms:
         if shared is not None and shared not in buffers:
             buffers.add(shared)
             terms.add_buffer(tensor_bytes(tensor)[1])
+        zero_points = zero_point_key(tensor)
+        if zero_points is not None and zero_points not in buffers:
+            buffers.add(zero_points)
+            terms.add_zero_points(tensor.quant_channels)
     for op in ops:
         terms.add_op(op)
     return terms

@@ -3,7 +3,8 @@
 The breakdown attributes every byte of the file: constant data of weight tensors (operand 1
 of convolutions and fully connected layers, constant BATCH_MATMUL operands, PRELU alphas),
 bias data, other constants (shapes, axes, lookup tables), quantization vectors (one float
-scale and one int64 zero point per channel, each vector with its 4-byte length) and the rest
+scale and one int64 zero point per channel, each vector with its 4-byte length, a vector that
+several tensors share counted once) and the rest
 (tables, tensor names and shapes, operator codes, metadata, alignment padding).
 """
 
@@ -41,6 +42,7 @@ def flash_breakdown(model: ModelInfo) -> FlashReport:
     kind_of_buffer: dict[int, str] = {}
     size_of_buffer: dict[int, int] = {}
     quantization = 0
+    zero_points: set[int] = set()  # positions of the zero-point vectors counted
     for graph in model.subgraphs:
         roles: dict[int, str] = {}
         for op in graph.operators:
@@ -54,7 +56,9 @@ def flash_breakdown(model: ModelInfo) -> FlashReport:
         for tensor in graph.tensors:
             if tensor.scale_count:
                 quantization += 4 + 4 * tensor.scale_count
-            if tensor.zero_point_count:
+            if tensor.zero_point_count and tensor.zero_point_at not in zero_points:
+                if tensor.zero_point_at:  # 0: position unknown (a synthesised model)
+                    zero_points.add(tensor.zero_point_at)
                 quantization += 4 + 8 * tensor.zero_point_count
             if not tensor.is_constant:
                 continue

@@ -39,6 +39,7 @@ _TYPE_NAMES: dict[int, str] = {
 }  # fmt: skip
 
 _OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
+_ZERO_POINT_FIELD = 10  # vtable offset of QuantizationParameters.zero_point (the 4th field)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class TensorInfo:
     quant_channels: int
     scale_count: int
     zero_point_count: int
+    # Where its zero-point vector lies in the file (0: none): tensors may share one vector.
+    zero_point_at: int = 0
 
     @property
     def is_constant(self) -> bool:
@@ -160,11 +163,14 @@ def _read_tensor(schema: Any, model: Any, tensor: Any, index: int) -> TensorInfo
         raise ModelFileError(f"tensor {index} has type {name}, which the memory model lacks")
     buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() < model.BuffersLength() else None
     data_bytes = buffer.DataLength() if buffer is not None else 0
-    scale_count = zero_point_count = 0
+    scale_count = zero_point_count = zero_point_at = 0
     quantization = tensor.Quantization()
     if quantization is not None:
         scale_count = quantization.ScaleLength()
         zero_point_count = quantization.ZeroPointLength()
+        if zero_point_count:
+            table = quantization._tab  # the generated API has no accessor for the position
+            zero_point_at = table.Vector(table.Offset(_ZERO_POINT_FIELD))
     channels = scale_count if scale_count > 0 and zero_point_count > 0 else 0
     raw_name = tensor.Name()
     return TensorInfo(
@@ -179,6 +185,7 @@ def _read_tensor(schema: Any, model: Any, tensor: Any, index: int) -> TensorInfo
         quant_channels=channels,
         scale_count=scale_count,
         zero_point_count=zero_point_count,
+        zero_point_at=zero_point_at,
     )
 
 

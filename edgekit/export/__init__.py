@@ -5,7 +5,8 @@ subnet natively in TensorFlow from its config (NHWC, TF "SAME" padding, BatchNor
 weights copied from ``space.extract``), so the graph has no PAD / TRANSPOSE ops and every op
 quantizes to an int8 builtin; fp32 parity with PyTorch is checked on every export. The TFLite
 converter then does post-training full-integer quantization; the tensor names are dropped (the
-board never reads them), and the result is run in the TFLite Micro interpreter and in LiteRT's
+board never reads them) and tensors with equal per-channel zero points share one vector
+(``compact_model``), and the result is run in the TFLite Micro interpreter and in LiteRT's
 reference kernels.
 
 Heavy imports (TensorFlow, torch, the interpreters) happen inside the functions.
@@ -18,8 +19,8 @@ from edgekit.export.convert import (
     TFLM_INT8_OPS,
     OpRecord,
     check_ops,
+    compact_model,
     convert_int8,
-    strip_tensor_names,
 )
 from edgekit.export.errors import ExportError, UnsupportedOpError
 from edgekit.export.from_path import export_from_path
@@ -64,6 +65,7 @@ __all__ = [
     "c_array",
     "check_ops",
     "check_xnnpack_sparse",
+    "compact_model",
     "convert_int8",
     "export_from_path",
     "export_model",
@@ -74,6 +76,5 @@ __all__ = [
     "read_manifest",
     "run_litert_reference",
     "run_tflm",
-    "strip_tensor_names",
     "write_bundle",
 ]

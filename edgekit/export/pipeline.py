@@ -224,7 +224,7 @@ def quantize_and_verify(
     import numpy as np
 
     from edgekit.estimate import TflmRuntimeError, measure_tflm
-    from edgekit.export.convert import check_ops, convert_int8, strip_tensor_names
+    from edgekit.export.convert import check_ops, compact_model, convert_int8
     from edgekit.export.graph import build_tf_graph
     from edgekit.export.verify import (
         accuracy,
@@ -252,7 +252,7 @@ def quantize_and_verify(
         )
     model = convert_int8(graph, representative)
     ops = tuple(check_ops(model, graph.layers))
-    model = strip_tensor_names(model)  # what goes to the board, and what is verified
+    model = compact_model(model)  # what goes to the board, and what is verified
     convert_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

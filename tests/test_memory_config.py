@@ -38,6 +38,8 @@ EXPORTED = [
     ("tiny-cnn", "r24-st1-w0.35-rk0.5-p1-f1-k33.3.3.3-e23.2.2.2", 3),
     ("tiny-cnn", "r24-st1-w0.35-rk1-p2s2-f2-k33.3.3.3-e32.2.2.2", 1),
     ("tiny-cnn", "r24-w0.35-rk0.75-p3s1-f2-k3.33.5.3-e2.23.2.2", 1),
+    # A stride-1 first stage, patched over it: the patches' fused convs run at full resolution.
+    ("tiny-cnn", "r24-st1-w0.35-rk1-p2s2-f1-fs1-k3.3.3.3-e3.2.2.2", 1),
     ("tiny-vit", "r16-p8-e32-d1-h2-m2-rk0.25", 1),
     ("tiny-vit", "r24-p4-e48-d2-h4.1-m3.1-rk1.0", 3),
     ("tiny-vit", "r16-p4-e32-d2-h1.2-m1.4-rk0.5", 1),

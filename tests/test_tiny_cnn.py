@@ -100,6 +100,29 @@ def test_stride_1_stem_keeps_the_resolution_and_old_genomes_mean_stride_2(
     assert space.largest().stem_stride == 1 and space.smallest().stem_stride == 2
 
 
+def test_stride_1_first_stage_keeps_the_stem_resolution(space: TinyCnnSpace) -> None:
+    old = "r32-st1-w0.5-rk1-p2s2-f2-k33.3.5.7-e23.3.4.6"
+    cfg = space.decode(old)
+    assert cfg.first_stage_stride == 2 and space.encode(cfg) == old
+    fine = space.decode("r32-st1-w0.5-rk1-p2s2-f2-fs1-k33.3.5.7-e23.3.4.6")
+    assert fine == _with(cfg, first_stage_stride=1)
+    assert space.encode(fine) == "r32-st1-w0.5-rk1-p2s2-f2-fs1-k33.3.5.7-e23.3.4.6"
+    layers = {layer.name: layer for layer in layer_plan(fine)}
+    first = layers["stages.0.0.fused"]
+    assert (first.stride, first.in_shape[:2], first.out_shape[:2]) == (1, (32, 32), (32, 32))
+    assert layers["stages.1.0.fused"].out_shape[:2] == (16, 16)
+    assert layer_plan(fine)[-2].in_shape[:2] == (8, 8)  # ResNet-8's resolutions
+    assert space.count(fine).params == space.count(cfg).params
+    assert space.count(fine).macs > 3 * space.count(cfg).macs
+    data = cfg.to_dict()
+    del data["first_stage_stride"]  # saved before the knob existed
+    assert space.from_dict(data) == cfg
+    # The teacher keeps stride 2 there (the same weights at 4x the pixels train slowly).
+    assert space.largest().first_stage_stride == 2 == space.smallest().first_stage_stride
+    with pytest.raises(ConfigError, match=r"token 'fs3': first_stage_stride value '3' not"):
+        space.decode("r32-st1-w0.5-rk1-p1-fs3-k3.3.5.7-e2.3.4.6")
+
+
 def test_fused_stages_replace_expand_and_depthwise_by_one_3x3_conv(space: TinyCnnSpace) -> None:
     plain = space.decode("r32-w0.5-rk1-p1-k35.3.5.7-e23.3.4.6")
     fused = space.decode("r32-w0.5-rk1-p1-f2-k33.3.5.7-e23.3.4.6")
@@ -129,19 +152,20 @@ def test_sample_is_deterministic_and_covers_knobs(space: TinyCnnSpace) -> None:
     assert {c.patch_grid for c in first} == {1, 2, 3, 4}
     assert {c.stem_stride for c in first} == {1, 2}
     assert {c.fused_stages for c in first} == {0, 1, 2}
+    assert {c.first_stage_stride for c in first} == {1, 2}
     assert {k for c in first for k in c.kernel_sizes} == {3, 5, 7}
 
 
 def test_any_in_bounds_vector_is_valid(space: TinyCnnSpace) -> None:
     bounds = space.vector_bounds()
-    assert len(bounds) == 7 + 4 + 2 * NUM_BLOCKS
+    assert len(bounds) == 8 + 4 + 2 * NUM_BLOCKS
     rng = random.Random(1)
     for _ in range(300):
         cfg = space.from_vector([rng.randrange(b) for b in bounds])
         space.validate(cfg)
         assert space.decode(space.encode(cfg)) == cfg
     assert space.from_vector([b - 1 for b in bounds]) == _with(
-        space.largest(), patch_grid=4, patch_stages=2
+        space.largest(), patch_grid=4, patch_stages=2, first_stage_stride=1
     )
     assert space.from_vector([0] * len(bounds)) == space.smallest()
 
@@ -149,8 +173,8 @@ def test_any_in_bounds_vector_is_valid(space: TinyCnnSpace) -> None:
 @pytest.mark.parametrize(
     ("vector_change", "message"),
     [((0, 4), r"gene resolution=4: expected an index in \[0, 3\]"),
-     ((9, -1), r"gene depths\[2\]=-1"),
-     ((12, 1.0), r"gene kernel_sizes\[1\]=1.0: expected an integer index")],
+     ((10, -1), r"gene depths\[2\]=-1"),
+     ((13, 1.0), r"gene kernel_sizes\[1\]=1.0: expected an integer index")],
 )  # fmt: skip
 def test_bad_vectors_name_the_gene(
     space: TinyCnnSpace, vector_change: tuple[int, object], message: str
@@ -160,7 +184,7 @@ def test_bad_vectors_name_the_gene(
     vec[index] = value
     with pytest.raises(ConfigError, match=message):
         space.from_vector(vec)
-    with pytest.raises(ConfigError, match="expected 35 genes"):
+    with pytest.raises(ConfigError, match="expected 36 genes"):
         space.from_vector(vec[:-1])
 
 
@@ -231,10 +255,12 @@ def test_decode_errors_name_the_token(space: TinyCnnSpace, genome: str, message:
 
 def test_smallest_and_largest_bound_the_space(space: TinyCnnSpace) -> None:
     low, high = space.count(space.smallest()), space.count(space.largest())
+    # The largest keeps the first stage at stride 2; at stride 1 it bounds the MACs too.
+    most_macs = space.count(_with(space.largest(), first_stage_stride=1)).macs
     for cfg in _configs(space, 100):
         whole = space.count(_with(cfg, patch_grid=1, patch_stages=1))
         assert low.params <= whole.params <= high.params
-        assert low.macs <= whole.macs <= high.macs
+        assert low.macs <= whole.macs <= most_macs
     assert low.params < 10_000 and high.params < 1_000_000  # MCU-sized int8 weights
 
 
@@ -354,6 +380,7 @@ def test_counts_match_flop_counter_and_numel(
         ("r32-w0.75-rk0.5-p2s1-k5.3.3.3-e3.4.2.2", (27, 27)),
         ("r40-w1-rk0.75-p4s2-k573.7.7.7-e346.6.2.3", (40, 40)),
         ("r40-w0.35-rk1-p3s1-k7.3.3.3-e6.2.2.2", (30, 22)),
+        ("r32-st1-w0.35-rk1-p4s2-f1-fs1-k33.3.3.3-e32.2.2.2", (32, 32)),
         ("r32-w1-rk0.5-p3s2-k55.3.3.3-e62.2.2.2", (29, 31)),
     ],
 )

@@ -207,20 +207,21 @@ def clear_caches() -> None:
 def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
     """One key per piece of :func:`pieces_of` (same order), read straight off the config:
     each names what shapes its piece and nothing else, so equal keys mean equal pieces."""
-    # The stem's stride scales every later map, so it is part of every key (with resolution).
-    res, stride = cfg.resolution, cfg.stem_stride
+    # The stem's and the first stage's strides scale every later map, so they are part of
+    # every key (with resolution).
+    res, strides = cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride)
     width, rank = cfg.width_mult, cfg.rank_ratio
     kernels, expands, depths = cfg.kernel_sizes, cfg.expand_ratios, cfg.depths
     fused = cfg.fused_stages
     first_stage = 0  # the first stage run on the whole image
     if cfg.patch_grid == 1:
-        keys = [("stem", res, stride, width, cfg.in_channels)]  # stem and first block
+        keys = [("stem", res, strides, width, cfg.in_channels)]  # stem and first block
     elif cfg.patch_stages == 1:  # stem and first block: no low-rank convs
-        keys = [("patched", res, stride, width, cfg.patch_grid, cfg.in_channels)]
+        keys = [("patched", res, strides, width, cfg.patch_grid, cfg.in_channels)]
     else:
         d = depths[0]
         keys = [(
-            "patched", res, stride, width, cfg.patch_grid, cfg.in_channels, rank, kernels[:d],
+            "patched", res, strides, width, cfg.patch_grid, cfg.in_channels, rank, kernels[:d],
             expands[:d], fused > 0,
         )]  # fmt: skip
         first_stage = 1
@@ -228,10 +229,10 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
         i = 3 * stage  # tiny_cnn.MAX_DEPTH blocks per stage
         for block in range(depths[stage]):
             keys.append((
-                stage, block, res, stride, width, rank, kernels[i + block], expands[i + block],
+                stage, block, res, strides, width, rank, kernels[i + block], expands[i + block],
                 stage < fused,
             ))  # fmt: skip
-    keys.append(("head", res, stride, width, cfg.num_classes))
+    keys.append(("head", res, strides, width, cfg.num_classes))
     return keys
 
 
@@ -389,7 +390,7 @@ class _PatchLayer(NamedTuple):
 @functools.lru_cache(maxsize=4096)
 def _block_layers(
     width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
-    stem_stride: int, fused: bool,
+    strides: tuple[int, int], fused: bool,
 ) -> tuple[_PatchLayer, ...]:
     """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
     patch runs them, cut from a small config's layer plan (a config's own plan takes longer
@@ -397,8 +398,8 @@ def _block_layers(
     cfg = TinyCnnConfig(
         num_classes=2, in_channels=in_channels, resolution=32, width_mult=width,
         rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(max(block + 1, 1), 1, 1, 1),
-        kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12, stem_stride=stem_stride,
-        fused_stages=int(fused),
+        kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12, stem_stride=strides[0],
+        first_stage_stride=strides[1], fused_stages=int(fused),
     )  # fmt: skip
     layers = layer_plan(cfg)
     prefix = f"stages.0.{block}."
@@ -435,12 +436,12 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     slice, same zeros) reuses that patch's tensors up to where they part."""
     depth, res, channels = cfg.depths[0], cfg.resolution, cfg.in_channels
     kernels, expands = cfg.kernel_sizes[:depth], cfg.expand_ratios[:depth]
-    stride, fused = cfg.stem_stride, cfg.fused_stages > 0
+    strides, fused = (cfg.stem_stride, cfg.first_stage_stride), cfg.fused_stages > 0
     width, rank = cfg.width_mult, cfg.rank_ratio
-    layers = _block_layers(width, channels, rank, -1, 3, 2, stride, fused)
+    layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused)
     for block in range(depth):
         layers += _block_layers(
-            width, channels, rank, block, kernels[block], expands[block], stride, fused
+            width, channels, rank, block, kernels[block], expands[block], strides, fused
         )
     # layer_key: name [0], kernel [4], stride [5], residual_from [-1]
     shapes = tuple((layer.key[4], layer.key[5]) for layer in layers)

@@ -4,7 +4,8 @@ Network (MobileNetV2's first four stages; every conv uses TensorFlow "SAME" padd
 
     stem:    3x3 conv stride ``stem_stride`` (2, or 1 to keep the input resolution) -> BN -> ReLU6
     first:   3x3 depthwise -> BN -> ReLU6 -> 1x1 conv -> BN
-    4 stages of 1..3 inverted-residual blocks (stride on a stage's first block):
+    4 stages of 1..3 inverted-residual blocks (stride 2, 2, 2, 1 on a stage's first block;
+    ``first_stage_stride`` 1 keeps the first stage at the stem's resolution):
              1x1 expand -> BN -> ReLU6 -> kxk depthwise -> BN -> ReLU6 -> 1x1 project -> BN
              (+ block input on every block but a stage's first)
              or, in the first ``fused_stages`` stages, fused blocks (EfficientNetV2's
@@ -13,7 +14,8 @@ Network (MobileNetV2's first four stages; every conv uses TensorFlow "SAME" padd
 
 Base widths ``STEM_CHANNELS``, ``FIRST_CHANNELS``, ``STAGE_CHANNELS`` are scaled by the width
 multiplier and rounded to multiples of 8; a block's hidden width is ``expand_ratio x`` its input.
-Total stride 16 (8 with a stride-1 stem), so 32 x 32 inputs end at 2 x 2 (4 x 4).
+Total stride 16, halved by a stride-1 stem and again by a stride-1 first stage, so 32 x 32
+inputs end at 2 x 2, 4 x 4 or 8 x 8.
 
 A stride-1 stem runs the stem, the first block and the first stage's expand conv at full input
 resolution (as ResNet-8 runs its first convs): about 4x the MACs for the same weights, and 4x
@@ -22,6 +24,11 @@ the activation memory, which patch-based execution brings back down. A fused blo
 fewer per-channel quantization parameters per weight (TFLite stores a scale and a zero point per
 output channel of every conv, which in narrow MobileNet blocks weighs as much as the weights).
 A fused block's entry in ``kernel_sizes`` holds the smallest choice (its conv is always 3x3).
+With a stride-1 stem and a stride-1 first stage the network keeps ResNet-8's resolutions
+(32 x 32, 16 x 16, then 8 x 8 for 32 x 32 inputs) and runs its first stage's dense 3x3 convs at
+full resolution: the MACs of ResNet-8's first stage, whose activations patches shrink. The
+supernet's largest subnet (its distillation teacher) keeps stride 2 there: the same weights at
+4x the pixels would make it several times slower to train.
 
 Low rank: every 1x1 expand / project conv ``in -> out`` gets rank
 ``r = ceil(rank_ratio * min(in, out))`` and is two stacked 1x1 convs ``in -> r -> out`` (no bias,
@@ -46,10 +53,11 @@ depth hold the smallest choice, and ``patch_stages`` is the smallest choice when
 Genome: ``r32-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22`` = resolution, width multiplier, rank
 ratio, patches (``p1`` = whole image, ``p<n>s<stages>`` = n x n patches over the first stages),
 then the kernel sizes and expand ratios of the active blocks, one dot-separated group per stage
-(so the group lengths are the stage depths). A stride-1 stem adds the token ``st1`` and fused
-first stages the token ``f<stages>`` (e.g. ``r32-st1-w0.5-rk1-p1-f2-k3.3.5.7-e2.3.4.6``);
-without them the stem has stride 2 and no stage is fused, so genomes written before these knobs
-existed decode to the same networks.
+(so the group lengths are the stage depths). A stride-1 stem adds the token ``st1``, fused
+first stages the token ``f<stages>`` and a stride-1 first stage ``fs1`` (e.g.
+``r32-st1-w0.5-rk1-p2s2-f2-fs1-k3.3.5.7-e2.3.4.6``); without them the stem and the first stage
+have stride 2 and no stage is fused, so genomes written before these knobs existed decode to
+the same networks.
 
 This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_cnn_net`.
 """
@@ -79,6 +87,7 @@ if TYPE_CHECKING:
 
 RESOLUTIONS = (24, 28, 32, 40)
 STEM_STRIDES = (2, 1)  # the first is the default (and what configs without the field mean)
+FIRST_STAGE_STRIDES = (2, 1)  # the first inverted-residual stage's stride (default first)
 FUSED_STAGES = (0, 1, 2)  # leading stages of fused blocks (later stages' maps are small)
 FUSED_KERNEL = 3
 WIDTH_MULTS = (0.35, 0.5, 0.75, 1.0)
@@ -118,6 +127,7 @@ class TinyCnnConfig(ArchConfig):
     expand_ratios: tuple[int, ...]
     stem_stride: int = STEM_STRIDES[0]
     fused_stages: int = FUSED_STAGES[0]
+    first_stage_stride: int = FIRST_STAGE_STRIDES[0]
 
     def __post_init__(self) -> None:
         # JSON keeps 1.0 as 1.0, but hand-written configs may say 1; keep one canonical type.
@@ -236,7 +246,7 @@ def layer_plan(
         for b in range(cfg.depths[s]):
             block, i = f"stages.{s}.{b}", s * MAX_DEPTH + b
             c_in, hidden = c, make_divisible(c * cfg.expand_ratios[i])
-            stride = STAGE_STRIDES[s] if b == 0 else 1
+            stride = (cfg.first_stage_stride if s == 0 else STAGE_STRIDES[s]) if b == 0 else 1
             if s < cfg.fused_stages:
                 conv(f"{block}.fused", hidden, FUSED_KERNEL, stride, act=True)
                 first_layer = f"{block}.fused"
@@ -385,6 +395,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "resolution": RESOLUTIONS,
     "stem_stride": STEM_STRIDES,
     "fused_stages": FUSED_STAGES,
+    "first_stage_stride": FIRST_STAGE_STRIDES,
     "width_mult": WIDTH_MULTS,
     "rank_ratio": RANK_RATIOS,
     "patch_grid": PATCH_GRIDS,
@@ -395,15 +406,16 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 }
 _SCALAR_KNOBS = (
     "resolution", "width_mult", "rank_ratio", "patch_grid", "patch_stages", "stem_stride",
-    "fused_stages",
+    "fused_stages", "first_stage_stride",
 )
 _FLOAT_KNOBS = ("width_mult", "rank_ratio")
 _BLOCK_KNOBS = ("kernel_sizes", "expand_ratios")
 _GENOME_KEYS = {"r": "resolution", "st": "stem_stride", "w": "width_mult", "rk": "rank_ratio",
-                "p": "patch", "f": "fused_stages", "k": "kernel_sizes",
-                "e": "expand_ratios"}  # fmt: skip
+                "p": "patch", "f": "fused_stages", "fs": "first_stage_stride",
+                "k": "kernel_sizes", "e": "expand_ratios"}  # fmt: skip
 # Tokens a genome may leave out (knobs added later): absent means this value.
-_OPTIONAL_TOKENS = {"stem_stride": STEM_STRIDES[0], "fused_stages": FUSED_STAGES[0]}
+_OPTIONAL_TOKENS = {"stem_stride": STEM_STRIDES[0], "fused_stages": FUSED_STAGES[0],
+                    "first_stage_stride": FIRST_STAGE_STRIDES[0]}  # fmt: skip
 _GENOME_TOKEN = re.compile(r"([a-z]+)(.*)")
 _PATCH_VALUE = re.compile(r"(\d+)(?:s(\d+))?")
 _EXAMPLE = "r32-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22"
@@ -458,11 +470,12 @@ class TinyCnnSpace(SearchSpace):
         return self._make(**knobs)
 
     def largest(self) -> TinyCnnConfig:
-        """Every knob at its maximum (the stem at stride 1) except the patch knob:
-        whole-image execution (grid 1), since patching changes how a network runs, not what it
-        computes."""
+        """Every knob at its maximum (the stem at stride 1) except the patch knob and the
+        first stage's stride: whole-image execution (grid 1), since patching changes how a
+        network runs, not what it computes, and stride 2 (see the module docstring)."""
         return self._make(
             resolution=RESOLUTIONS[-1], stem_stride=STEM_STRIDES[-1],
+            first_stage_stride=FIRST_STAGE_STRIDES[0],
             fused_stages=FUSED_STAGES[-1], width_mult=WIDTH_MULTS[-1], rank_ratio=RANK_RATIOS[-1],
             patch_grid=1, patch_stages=PATCH_STAGES[0], depths=(DEPTHS[-1],) * NUM_STAGES,
             kernel_sizes=(KERNEL_SIZES[-1],) * NUM_BLOCKS,
@@ -472,6 +485,7 @@ class TinyCnnSpace(SearchSpace):
     def smallest(self) -> TinyCnnConfig:
         return self._make(
             resolution=RESOLUTIONS[0], stem_stride=STEM_STRIDES[0],
+            first_stage_stride=FIRST_STAGE_STRIDES[0],
             fused_stages=FUSED_STAGES[0], width_mult=WIDTH_MULTS[0], rank_ratio=RANK_RATIOS[0],
             patch_grid=1, patch_stages=PATCH_STAGES[0], depths=(DEPTHS[0],) * NUM_STAGES,
             kernel_sizes=(KERNEL_SIZES[0],) * NUM_BLOCKS,
@@ -533,9 +547,13 @@ class TinyCnnSpace(SearchSpace):
         patch = "p1" if cfg.patch_grid == 1 else f"p{cfg.patch_grid}s{cfg.patch_stages}"
         stem = "" if cfg.stem_stride == STEM_STRIDES[0] else f"-st{cfg.stem_stride}"
         fused = "" if cfg.fused_stages == FUSED_STAGES[0] else f"-f{cfg.fused_stages}"
+        first = (
+            "" if cfg.first_stage_stride == FIRST_STAGE_STRIDES[0]
+            else f"-fs{cfg.first_stage_stride}"
+        )  # fmt: skip
         return (
             f"r{cfg.resolution}{stem}-w{cfg.width_mult:g}-rk{cfg.rank_ratio:g}-{patch}{fused}"
-            f"-k{groups(cfg.kernel_sizes)}-e{groups(cfg.expand_ratios)}"
+            f"{first}-k{groups(cfg.kernel_sizes)}-e{groups(cfg.expand_ratios)}"
         )
 
     def decode(self, genome: str) -> TinyCnnConfig:
@@ -623,9 +641,9 @@ class TinyCnnSpace(SearchSpace):
 
     def vector_bounds(self) -> list[int]:
         """Number of choices per gene: resolution, width, rank ratio, patch grid, patch stages,
-        stem stride, fused stages, depth per stage, kernel per block, expand ratio per block.
-        Genes of truncated blocks, of fused blocks' kernels and of patch stages without
-        patches are ignored."""
+        stem stride, fused stages, first-stage stride, depth per stage, kernel per block,
+        expand ratio per block. Genes of truncated blocks, of fused blocks' kernels and of patch
+        stages without patches are ignored."""
         return [len(_CHOICES[knob]) for knob, _ in self._genes()]
 
     def to_vector(self, cfg: ArchConfig) -> list[int]:

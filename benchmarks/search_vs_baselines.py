@@ -452,13 +452,10 @@ def _search(name: str, splits: Any, supernet: Path, baseline: dict[str, Any],
 
 class _Resized:
     """A network fed the dataset's images resized to ``cfg``'s resolution, so that ``_train``
-    can train it like any network: a supernet (``cfg`` made its active subnet) or a network
-    ``space.extract`` made."""
+    can train it like any network: a supernet with ``cfg`` active, or ``space.extract``'s."""
 
     def __init__(self, space: Any, network: Any, cfg: Any) -> None:
         self.space, self.network, self.cfg = space, network, cfg
-        if hasattr(network, "set_active"):
-            network.set_active(cfg)
 
     def __call__(self, x: Any) -> Any:
         from edgekit.training import prepare_input
@@ -483,6 +480,7 @@ def _retrain(name: str, splits: Any, supernet_path: Path, baseline: dict[str, An
     cfg = space.from_dict(chosen.config)
     epochs = args.epochs + args.finetune_epochs
     started = time.perf_counter()
+    supernet.set_active(cfg)
     _train(_Resized(space, supernet, cfg), splits, epochs, args.seed, label=chosen.genome)
     train_seconds = time.perf_counter() - started
     export = export_subnet(space, supernet, cfg, splits, args.out / f"retrain-{name}",
@@ -607,7 +605,9 @@ def _from_scratch(space: Any, cfg: Any, splits: Any, args: argparse.Namespace) -
 
     epochs = args.epochs + args.finetune_epochs
     torch.manual_seed(args.seed)
-    network = _Resized(space, space.build_supernet(), cfg)
+    supernet = space.build_supernet()
+    supernet.set_active(cfg)
+    network = _Resized(space, supernet, cfg)
     started = time.perf_counter()
     _train(network, splits, epochs, args.seed, label=space.encode(cfg))
     seconds = round(time.perf_counter() - started, 1)

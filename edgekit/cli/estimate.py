@@ -91,9 +91,11 @@ def _from_file(
     path: Path, pointer: int, alignment: int, per_op: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     from edgekit.estimate import analyze_tflite
+    from edgekit.estimate.tflite_file import read_model_bytes
 
-    report = analyze_tflite(path, pointer_bytes=pointer, alignment=alignment)
-    layers = _bundle_layers(path)
+    model = read_model_bytes(path)
+    report = analyze_tflite(model, pointer_bytes=pointer, alignment=alignment)
+    layers = _bundle_layers(path, model)
     if layers is not None and len(layers) != len(report.per_op):
         layers = None
 
@@ -124,15 +126,15 @@ def _from_file(
     return figures, rows
 
 
-def _bundle_layers(path: Path) -> list[str | None] | None:
+def _bundle_layers(path: Path, model: bytes) -> list[str | None] | None:
     """The layer of each op, from the manifest of the bundle ``path`` was exported into (an
-    exported model has no tensor names), if that manifest describes this very file."""
+    exported model has no tensor names), if that manifest describes ``model``, this file."""
     import hashlib
 
     manifest = path.with_name("manifest.json")
     try:
         described = json.loads(manifest.read_text())
-        if described["model"]["sha256"] != hashlib.sha256(path.read_bytes()).hexdigest():
+        if described["model"]["sha256"] != hashlib.sha256(model).hexdigest():
             return None
         return described["op_layers"]
     except (OSError, ValueError, KeyError, TypeError):  # not a bundle (or an older one)

@@ -43,9 +43,8 @@ from edgekit.estimate._config_graph import (
     GraphBuilder,
     Op,
     Tensor,
-    tensor_bytes,
+    shared_terms,
     whole_bytes,
-    zero_point_key,
 )
 from edgekit.estimate._config_plan import PlanPiece, chain_high_water, clear_plan_cache, plan_piece
 from edgekit.estimate._config_spaces import (
@@ -136,15 +135,8 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
             continue
         count += 1
         terms.add_tensor(tensor, with_data=tensor.same_data_as is None)
-        if tensor.same_data_as is not None:
-            buffer = FlashTerms()
-            buffer.add_buffer(tensor_bytes(tensor)[1])
-            shared[tensor.same_data_as] = _weigh(buffer)
-        zero_points = zero_point_key(tensor)
-        if zero_points is not None:
-            vector = FlashTerms()
-            vector.add_zero_points(tensor.quant_channels)
-            shared[zero_points] = _weigh(vector)
+        for key, part in shared_terms(tensor):
+            shared[key] = _weigh(part)
     for op in ops:
         terms.add_op(op)
     return Piece(

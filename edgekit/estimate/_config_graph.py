@@ -334,6 +334,22 @@ class FlashTerms:
         self.counts[op.opcode] += 1
 
 
+def shared_terms(tensor: Tensor) -> list[tuple[tuple, FlashTerms]]:
+    """What ``tensor`` may share with other tensors, by key, each counted once per model: its
+    data buffer (``same_data_as``) and its per-channel zero points (:func:`zero_point_key`)."""
+    shared = []
+    if tensor.same_data_as is not None:
+        buffer = FlashTerms()
+        buffer.add_buffer(tensor_bytes(tensor)[1])
+        shared.append((tensor.same_data_as, buffer))
+    zero_points = zero_point_key(tensor)
+    if zero_points is not None:
+        vector = FlashTerms()
+        vector.add_zero_points(tensor.quant_channels)
+        shared.append((zero_points, vector))
+    return shared
+
+
 def flash_bytes(terms: FlashTerms, opcodes: set[str] | frozenset[str]) -> int:
     """The estimated .tflite size from payload bytes, object counts and distinct opcodes."""
     centi = 100 * terms.payload + FLASH_OVERHEAD["constant"]
@@ -351,17 +367,13 @@ def graph_flash_terms(ops: list[Op], tensors: list[Tensor]) -> FlashTerms:
     """Flash terms of a finished graph: every tensor, each distinct buffer and zero-point
     vector once, every op."""
     terms = FlashTerms()
-    buffers: set[tuple] = set()
+    counted: set[tuple] = set()
     for tensor in tensors:
-        shared = tensor.same_data_as
-        terms.add_tensor(tensor, with_data=shared is None)
-        if shared is not None and shared not in buffers:
-            buffers.add(shared)
-            terms.add_buffer(tensor_bytes(tensor)[1])
-        zero_points = zero_point_key(tensor)
-        if zero_points is not None and zero_points not in buffers:
-            buffers.add(zero_points)
-            terms.add_zero_points(tensor.quant_channels)
+        terms.add_tensor(tensor, with_data=tensor.same_data_as is None)
+        for key, part in shared_terms(tensor):
+            if key not in counted:
+                counted.add(key)
+                terms.add(part)
     for op in ops:
         terms.add_op(op)
     return terms

@@ -101,7 +101,7 @@ EXPAND_RATIOS = (2, 3, 4, 6)
 STEM_CHANNELS = 32
 FIRST_CHANNELS = 16
 STAGE_CHANNELS = (24, 32, 64, 96)
-STAGE_STRIDES = (2, 2, 2, 1)
+STAGE_STRIDES = (2, 2, 2, 1)  # the first is first_stage_stride's default
 NUM_STAGES = len(STAGE_CHANNELS)
 MAX_DEPTH = max(DEPTHS)
 NUM_BLOCKS = NUM_STAGES * MAX_DEPTH
@@ -239,6 +239,7 @@ def layer_plan(
         return rank if is_factorised(rank, c_in, c_out) else 0
 
     stem, first, stages = stage_channels(cfg.width_mult)
+    stage_strides = (cfg.first_stage_stride, *STAGE_STRIDES[1:])
     conv("stem", stem, 3, cfg.stem_stride, act=True)
     conv("first.dw", stem, 3, depthwise=True, act=True)
     conv("first.pw", first)
@@ -246,7 +247,7 @@ def layer_plan(
         for b in range(cfg.depths[s]):
             block, i = f"stages.{s}.{b}", s * MAX_DEPTH + b
             c_in, hidden = c, make_divisible(c * cfg.expand_ratios[i])
-            stride = (cfg.first_stage_stride if s == 0 else STAGE_STRIDES[s]) if b == 0 else 1
+            stride = stage_strides[s] if b == 0 else 1
             if s < cfg.fused_stages:
                 conv(f"{block}.fused", hidden, FUSED_KERNEL, stride, act=True)
                 first_layer = f"{block}.fused"

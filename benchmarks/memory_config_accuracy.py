@@ -6,16 +6,14 @@ does not depend on training) and compared:
 
 * config-based arena (``estimate_config_bytes``, 64- and 32-bit builds) vs ``analyze_tflite``
   on the exported file: exact-match rate, max and mean absolute error;
-* config-based flash vs the .tflite size: max / mean absolute and relative error;
+* config-based flash vs the .tflite size: exact-match rate, max / mean absolute and relative
+  error;
 * the flash that ``compact_model`` saves by sharing per-channel zero-point vectors, against
   the same file with only the names stripped;
 * ``analyze_tflite`` vs the arena measured with the tflite-micro interpreter
   (``measure_tflm_arena``) on every model by default (``--measure-every N``: one pair of
   models, one per space, in N). The interpreter's bisection takes seconds per model, so
   measured arenas are kept in ``--cache-dir`` keyed by the model file's hash.
-
-``--fit-flash`` also refits the memory model's per-object flash overheads
-(``FLASH_OVERHEAD``) on these files by least squares and prints them.
 
 Then the fast path's throughput on one core: configs/s with cold caches, in steady state (new
 configs, piece caches warm) and for repeated configs, per family (tiny-cnn whole-image, tiny-cnn
@@ -200,27 +198,6 @@ def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
     return results
 
 
-def fit_flash_overheads(pairs: list, file_bytes: list[int]) -> dict[str, int]:
-    """``FLASH_OVERHEAD`` refitted: per-object hundredths of a byte beyond the modelled payload
-    that best explain the files (least squares; collinear kinds split their share evenly)."""
-    import numpy as np
-
-    from edgekit.estimate._config_graph import graph_flash_terms
-    from edgekit.estimate._config_spaces import build_graph
-
-    counts, targets = [], []
-    for (_, cfg), size in zip(pairs, file_bytes, strict=True):
-        ops, tensors = build_graph(cfg).finish()
-        terms = graph_flash_terms(ops, tensors)
-        counts.append({**terms.counts, "opcode_kind": len({op.opcode for op in ops}),
-                       "constant": 1})  # fmt: skip
-        targets.append(size - terms.payload)
-    kinds = sorted(set().union(*counts))
-    matrix = np.array([[row.get(kind, 0) for kind in kinds] for row in counts], float)
-    fitted = np.linalg.lstsq(matrix, np.array(targets, float), rcond=None)[0]
-    return dict(zip(kinds, np.round(100 * fitted).astype(int).tolist(), strict=True))
-
-
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in ("all", "tiny-cnn whole-image", "tiny-cnn patched", "tiny-vit"):
@@ -260,10 +237,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) -> None:
     print("\n### Config-based vs file-based arena and flash\n")
     print("| models | n | arena exact (64-bit) | max / mean err B | arena exact (32-bit) | "
-          "max / mean err B | flash max / mean err B | flash max / mean rel % | "
+          "max / mean err B | flash exact | flash max / mean err B | flash max / mean rel % | "
           "flash below the file: models (max B) | file vs measured (TFLM) | "
           "shared zero points save: min / mean / max % |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in summary:
         measured = (
             f"{s['file_vs_measured_exact_pct']:.0f}% exact of {s['measured_n']} "
@@ -276,7 +253,7 @@ def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) ->
             f"| {s['models']} | {s['n']} | {s['arena_8_exact_pct']:.1f}% | "
             f"{s['arena_8_max_err']} / {s['arena_8_mean_err']:.1f} | "
             f"{s['arena_4_exact_pct']:.1f}% | {s['arena_4_max_err']} / "
-            f"{s['arena_4_mean_err']:.1f} | {s['flash_max_err']} / "
+            f"{s['arena_4_mean_err']:.1f} | {s['flash_exact_pct']:.1f}% | {s['flash_max_err']} / "
             f"{s['flash_mean_err']:.0f} | {s['flash_max_rel_pct']:.2f} / "
             f"{s['flash_mean_rel_pct']:.2f} | {s['flash_under_n']} ({s['flash_under_max']}) | "
             f"{measured} | {saved} |"
@@ -310,15 +287,12 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir", type=Path,
         # Renamed whenever the exporter's output changes (last: one int8 range per layer
-        # over all patches), so that no run reuses models exported the old way.
-        default=Path(tempfile.gettempdir()) / "edgekit_memory_config_models_2",
+        # over all patches, also where a PAD folds into one patch's conv), so that no run
+        # reuses models exported the old way.
+        default=Path(tempfile.gettempdir()) / "edgekit_memory_config_models_3",
         help="where exported models are kept between runs",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write rows and summaries here")
-    parser.add_argument(
-        "--fit-flash", action="store_true",
-        help="refit the flash model's per-object overheads on the exported files and print them",
-    )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import torch
@@ -329,9 +303,6 @@ def main() -> None:
     pairs = sample_configs(args.count, args.seed)
     rows = accuracy(pairs, args.cache_dir, args.measure_every)
     accuracy_seconds = time.perf_counter() - started
-    if args.fit_flash:
-        fitted = fit_flash_overheads(pairs, [row["file_bytes"] for row in rows])
-        print(f"\nFLASH_OVERHEAD fitted on these {len(rows)} files: {fitted}")
     speeds = (
         speed(args.speed_configs, args.speed_warmup, args.seed + 1) if args.speed_configs else []
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -38,13 +39,12 @@ from edgekit.estimate._config_arena import (
     summarize,
 )
 from edgekit.estimate._config_graph import (
-    FLASH_OVERHEAD,
-    FlashTerms,
     GraphBuilder,
     Op,
     Tensor,
+    op_terms,
     shared_terms,
-    whole_bytes,
+    tensor_terms,
 )
 from edgekit.estimate._config_plan import PlanPiece, chain_high_water, clear_plan_cache, plan_piece
 from edgekit.estimate._config_spaces import (
@@ -57,6 +57,15 @@ from edgekit.estimate._config_spaces import (
     piece_entry_shape,
     pieces_of,
     start,
+)
+from edgekit.estimate._flatbuffer import (
+    OPCODES,
+    FlashTerms,
+    Layout,
+    counted_bytes,
+    file_bytes,
+    model_frame,
+    vtable_bytes,
 )
 from edgekit.estimate.runtime import RuntimeConfig
 from edgekit.spaces.tiny_cnn import (
@@ -71,12 +80,58 @@ from edgekit.spaces.tiny_vit import TinyVitConfig
 SpaceConfig = TinyCnnConfig | TinyVitConfig
 
 
-def _weigh(terms: FlashTerms) -> int:
-    """Flash of some objects in hundredths of a byte (see FLASH_OVERHEAD): payload plus the
-    calibrated per-object overheads. Sums of these stay exact until ``fast_figures`` rounds."""
-    return 100 * terms.payload + sum(
-        FLASH_OVERHEAD.get(k, 0) * n for k, n in terms.counts.items()
+# Flash figures of pieces are sums, so each is packed into one int that adds up field by
+# field: bytes, int64 vectors, fillers (see _flatbuffer.FlashTerms), then operators per opcode.
+# Table layouts are a set (one vtable each): a bit set over _LAYOUT_BITS.
+_BYTES_BITS = 40
+_COUNT_BITS = 16
+_BYTES_MASK = (1 << _BYTES_BITS) - 1
+_COUNT_MASK = (1 << _COUNT_BITS) - 1
+_OPCODE_SHIFT = {opcode: _BYTES_BITS + _COUNT_BITS * (2 + i) for i, opcode in enumerate(OPCODES)}
+_LAYOUT_BITS: dict[Layout, int] = {}
+
+
+def _pack(terms: FlashTerms, ops: Sequence[Op] = ()) -> int:
+    packed = terms.bytes + (terms.int64_vectors << _BYTES_BITS)
+    packed += terms.fillers << (_BYTES_BITS + _COUNT_BITS)
+    for op in ops:
+        packed += 1 << _OPCODE_SHIFT[op.opcode]
+    return packed
+
+
+def _layout_bits(layouts: set[Layout] | frozenset[Layout]) -> int:
+    bits = 0
+    for layout in layouts:
+        bits |= 1 << _LAYOUT_BITS.setdefault(layout, len(_LAYOUT_BITS))
+    return bits
+
+
+def _flash_bytes(packed: int, layout_bits: int, first_opcode: str, tensor_count: int) -> int:
+    """The file's size from a config's packed sum and layout bits (see _pack)."""
+    op_counts = {}
+    for opcode, shift in _OPCODE_SHIFT.items():
+        count = (packed >> shift) & _COUNT_MASK
+        if count:
+            op_counts[opcode] = count
+    frame_bytes, frame_bits = _frame(frozenset(op_counts), first_opcode)
+    object_bytes = (packed & _BYTES_MASK) + frame_bytes
+    return file_bytes(
+        object_bytes + counted_bytes(op_counts, first_opcode, tensor_count),
+        _vtable_bytes(layout_bits | frame_bits),
+        (packed >> _BYTES_BITS) & _COUNT_MASK,
+        (packed >> (_BYTES_BITS + _COUNT_BITS)) & _COUNT_MASK,
     )
+
+
+@functools.cache
+def _frame(opcodes: frozenset[str], first_opcode: str) -> tuple[int, int]:
+    frame_bytes, layouts = model_frame(opcodes, first_opcode)
+    return frame_bytes, _layout_bits(layouts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _vtable_bytes(bits: int) -> int:
+    return sum(vtable_bytes(layout) for layout, bit in _LAYOUT_BITS.items() if bits >> bit & 1)
 
 
 @dataclass(frozen=True)
@@ -86,11 +141,12 @@ class Piece:
     lasts: tuple[int, ...]  # scope (1 = the piece's first op) of its last reader; 0: next piece
     entry_last: int  # scope of the last op reading the piece's input
     tensors: int  # tensors it adds, constants merged across pieces left out
-    # Flash in hundredths of a byte (see _weigh), as every flash figure of a piece:
+    # Flash packed (see _pack), as every flash figure of a piece:
     merged: tuple[tuple[tuple, int], ...]  # (merge key, flash) of merged constants
     shared: tuple[tuple[tuple, int], ...]  # (same-data key, flash of the buffer or vector)
     flash: int  # of everything else it adds
-    opcodes: frozenset[str]
+    layouts: frozenset[Layout]  # of every table it holds, merged and shared ones included
+    first_opcode: str
     entry_lasts: tuple[int, ...] = ()  # scope of the last op reading each entry
 
 
@@ -122,23 +178,26 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
                 lasts[produced[id(tensor)]] = scope
     assert all(lasts[:-1]) and not lasts[-1], "only a piece's last output may leave it"
     terms = FlashTerms()
+    layouts: set[Layout] = set()
     merged: dict[tuple, int] = {}
     shared: dict[tuple, int] = {}
     count = 0
     for tensor in tensors:
         if id(tensor) in entry_index:
             continue
+        own = tensor_terms(tensor)
+        layouts |= own.layouts
+        for key, part in shared_terms(tensor):
+            layouts |= part.layouts
+            shared[key] = _pack(part)
         if tensor.merge_key is not None:
-            alone = FlashTerms()
-            alone.add_tensor(tensor)
-            merged[tensor.merge_key] = _weigh(alone)
+            merged[tensor.merge_key] = _pack(own)
             continue
         count += 1
-        terms.add_tensor(tensor, with_data=tensor.same_data_as is None)
-        for key, part in shared_terms(tensor):
-            shared[key] = _weigh(part)
+        terms.add(own)
     for op in ops:
-        terms.add_op(op)
+        terms.add(op_terms(op))
+    layouts |= terms.layouts
     return Piece(
         keys=tuple(op.key() for op in ops),
         sizes=tuple(op.output.nbytes for op in ops),
@@ -147,8 +206,9 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
         tensors=count,
         merged=tuple(merged.items()),
         shared=tuple(shared.items()),
-        flash=_weigh(terms),
-        opcodes=frozenset(op.opcode for op in ops),
+        flash=_pack(terms, ops),
+        layouts=frozenset(layouts),
+        first_opcode=ops[0].opcode if ops else "",
         entry_lasts=tuple(entry_lasts),
     )
 
@@ -159,20 +219,16 @@ class _Bundle(NamedTuple):
 
     tensors: int
     requests: int  # planned buffers: op outputs and scratch buffers
-    flash: int
-    opcodes: int  # bit set, see _opcode_bit
+    flash: int  # packed, see _pack
+    layouts: int  # bit set, see _layout_bits
+    first_opcode: str
     merged: tuple[tuple[int, int], ...]  # as in Piece, keys numbered (see _key_number)
     shared: tuple[tuple[int, int], ...]
     plan: PlanPiece
     run: RunTerms
 
 
-_OPCODE_BITS: dict[str, int] = {}
 _KEY_NUMBERS: dict[tuple, int] = {}
-
-
-def _opcode_bit(opcode: str) -> int:
-    return 1 << _OPCODE_BITS.setdefault(opcode, len(_OPCODE_BITS))
 
 
 def _key_number(key: tuple) -> int:
@@ -274,14 +330,11 @@ def _bundle(spec: tuple[str, object], config: RuntimeConfig) -> _Bundle:
     plan = plan_piece(
         len(sizes), part.entry_last, sizes, part.lasts, tail.scratch, tail.scratch_scopes
     )
-    opcodes = 0
-    for opcode in part.opcodes:
-        opcodes |= _opcode_bit(opcode)
     merged = tuple((_key_number(key), flash) for key, flash in part.merged)
     shared = tuple((_key_number(key), flash) for key, flash in part.shared)
     return _Bundle(
-        part.tensors, len(sizes) + len(tail.scratch), part.flash, opcodes, merged, shared, plan,
-        run_terms(tail),
+        part.tensors, len(sizes) + len(tail.scratch), part.flash, _layout_bits(part.layouts),
+        part.first_opcode, merged, shared, plan, run_terms(tail),
     )  # fmt: skip
 
 
@@ -296,7 +349,8 @@ class _Unit(NamedTuple):
     scratch_scopes: tuple[int, ...]
     tensors: int
     flash: int
-    opcodes: int
+    layouts: int
+    first_opcode: str
     merged: tuple[tuple[int, int], ...]  # (key number, flash) of merged constants
     shared: tuple[tuple[int, int], ...]
     run: RunTerms
@@ -330,13 +384,10 @@ def _unit(
     part = _summarise(b, entries)
     tail = summarize([op_profile(k, config) for k in part.keys], config)
     alignment = config.alignment
-    opcodes = 0
-    for opcode in part.opcodes:
-        opcodes |= _opcode_bit(opcode)
     return _Unit(
         len(part.keys), tuple(-(-size // alignment) * alignment for size in part.sizes),
         part.lasts, part.entry_lasts, tail.scratch, tail.scratch_scopes, part.tensors,
-        part.flash, opcodes,
+        part.flash, _layout_bits(part.layouts), part.first_opcode,
         tuple((_key_number(key), flash) for key, flash in part.merged),
         tuple((_key_number(key), flash) for key, flash in part.shared), run_terms(tail),
     )  # fmt: skip
@@ -345,8 +396,9 @@ def _unit(
 @functools.lru_cache(maxsize=4096)
 def _concats(
     outputs: tuple[tuple[int, ...], ...], grid: int, config: RuntimeConfig
-) -> tuple[list[Op], TailSummary, int]:
-    """The patch outputs' CONCATENATIONs (each row, then the rows): ops, tail, flash."""
+) -> tuple[list[Op], TailSummary, int, int]:
+    """The patch outputs' CONCATENATIONs (each row, then the rows): ops, tail, flash
+    (packed) and layout bits."""
     terms = FlashTerms()
     rows = []
     ops = []
@@ -354,15 +406,16 @@ def _concats(
         parts = [Tensor(shape) for shape in outputs[i * grid : (i + 1) * grid]]
         shape = (1, parts[0].shape[1], sum(p.shape[2] for p in parts), parts[0].shape[3])
         row = Tensor(shape, name=f"patch_row{i}/concat")
-        ops.append(Op("CONCATENATION", "", tuple(parts), row))
+        ops.append(Op("CONCATENATION", "", tuple(parts), row, {"axis": 2}))
         rows.append(ops[-1].output)
     shape = (1, sum(r.shape[1] for r in rows), rows[0].shape[2], rows[0].shape[3])
-    ops.append(Op("CONCATENATION", "", tuple(rows), Tensor(shape, name="patch_merge/concat")))
+    merge = Tensor(shape, name="patch_merge/concat")
+    ops.append(Op("CONCATENATION", "", tuple(rows), merge, {"axis": 1}))
     for op in ops:
-        terms.add_tensor(op.output)
-        terms.add_op(op)
+        terms.add(tensor_terms(op.output))
+        terms.add(op_terms(op))
     tail = summarize([op_profile(op.key(), config) for op in ops], config)
-    return ops, tail, _weigh(terms)
+    return ops, tail, _pack(terms, ops), _layout_bits(terms.layouts)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -381,8 +434,14 @@ class _PatchLayer(NamedTuple):
 
 @functools.lru_cache(maxsize=4096)
 def _block_layers(
-    width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
-    strides: tuple[int, int], fused: bool,
+    width: float,
+    in_channels: int,
+    rank: float,
+    block: int,
+    kernel: int,
+    expand: int,
+    strides: tuple[int, int],
+    fused: bool,
 ) -> tuple[_PatchLayer, ...]:
     """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
     patch runs them, cut from a small config's layer plan (a config's own plan takes longer
@@ -451,14 +510,15 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     runs: list[RunTerms] = []
     merged: dict[int, int] = {}
     shared: dict[int, int] = {}
-    tensors = flash = opcodes = entry_last = base = 0
+    tensors = flash = layouts = entry_last = base = 0
+    first_opcode = ""
     # (input tensor, layer, zeros) -> its output, (region,) -> its slice: indices in sizes
     made: dict[tuple, int] = {}
     outputs = []  # index of each patch's output in sizes
     shapes = []
 
     def add(unit: _Unit, inputs: tuple[int, ...]) -> int:
-        nonlocal tensors, flash, opcodes, entry_last, base
+        nonlocal tensors, flash, entry_last, base, first_opcode
         for index, last in zip(inputs, unit.entry_lasts, strict=True):
             if index < 0:
                 entry_last = max(entry_last, base + last)
@@ -471,14 +531,17 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
         runs.append(unit.run)
         tensors += unit.tensors
         flash += unit.flash
-        opcodes |= unit.opcodes
+        first_opcode = first_opcode or unit.first_opcode
         shared.update(unit.shared)
         base += unit.ops
         return len(sizes) - 1
 
     def count_constants(unit: _Unit) -> None:
-        # Even when the op that made it is merged away.
+        # Even when the op that made it is merged away (its tables then have the layouts of
+        # the op it is merged into).
+        nonlocal layouts
         merged.update(unit.merged)
+        layouts |= unit.layouts
 
     grid = len(axis)
     for p in range(grid * grid):
@@ -520,7 +583,7 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
         outputs.append(x)
         (y0, y1), (x0, x1) = row_steps[-1][2], col_steps[-1][2]
         shapes.append((1, y1 - y0, x1 - x0, layers[-1].key[3][2]))
-    ops, tail, concat_flash = _concats(tuple(shapes), grid, config)
+    ops, tail, concat_flash, concat_layouts = _concats(tuple(shapes), grid, config)
     alignment = config.alignment
     rows: list[int] = []
     for i, op in enumerate(ops):
@@ -534,22 +597,21 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     runs.append(run_terms(tail))
     tensors += len(ops)
     flash += concat_flash
-    for op in ops:
-        opcodes |= _opcode_bit(op.opcode)
+    layouts |= concat_layouts
     plan_part = plan_piece(
         len(sizes), entry_last, sizes, lasts, scratch, scratch_scopes, transient=True
     )
     return _Bundle(
-        tensors, len(sizes) + len(scratch), flash, opcodes, tuple(merged.items()),
-        tuple(shared.items()), plan_part, compose_runs(runs, config),
+        tensors, len(sizes) + len(scratch), flash, layouts, first_opcode or ops[0].opcode,
+        tuple(merged.items()), tuple(shared.items()), plan_part, compose_runs(runs, config),
     )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
-def _input_flash(shape: tuple[int, ...]) -> int:
-    terms = FlashTerms()
-    terms.add_tensor(Tensor(shape, name=INPUT_NAME))
-    return _weigh(terms)
+def _input_flash(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The input tensor's flash (packed) and layout bits."""
+    terms = tensor_terms(Tensor(shape, name=INPUT_NAME))
+    return _pack(terms), _layout_bits(terms.layouts)
 
 
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
@@ -557,30 +619,26 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
     bundles = _bundles(cfg, config)
     res, channels = cfg.resolution, cfg.in_channels
     tensor_count = request_count = 1  # the input
-    flash = FLASH_OVERHEAD["constant"] + _input_flash((1, res, res, channels))
+    flash, layouts = _input_flash((1, res, res, channels))
     merged: dict[int, int] = {}
     shared: dict[int, int] = {}
-    opcodes = 0
     plans = []
     runs = []
-    for tensors, requests, piece_flash, piece_opcodes, piece_merged, piece_shared, plan, run in (
-        bundles
-    ):
+    for tensors, requests, piece_flash, piece_layouts, _, merges, shares, plan, run in bundles:
         tensor_count += tensors
         request_count += requests
         flash += piece_flash
-        opcodes |= piece_opcodes
-        if piece_merged:
-            merged.update(piece_merged)
-        if piece_shared:
-            shared.update(piece_shared)
+        layouts |= piece_layouts
+        if merges:
+            merged.update(merges)
+        if shares:
+            shared.update(shares)
         plans.append(plan)
         runs.append(run)
     tensor_count += len(merged)
     flash += sum(merged.values()) + sum(shared.values())
-    flash += FLASH_OVERHEAD["opcode_kind"] * opcodes.bit_count()
     alignment = config.alignment
     input_bytes = -(-res * res * channels // alignment) * alignment
     high_water = chain_high_water(plans, input_bytes)
     figures = arena_from_terms(runs, high_water, request_count, tensor_count, config)
-    return figures, whole_bytes(flash)
+    return figures, _flash_bytes(flash, layouts, bundles[0].first_opcode, tensor_count)

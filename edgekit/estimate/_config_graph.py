@@ -19,21 +19,21 @@ does with their graphs (checked op for op, tensor for tensor against converted m
   (shapes, axes, paddings, slice bounds) merged by value. Tensors are numbered input,
   constants, then op outputs in op order.
 
-Flash: the size of the file the exporter ships (tensor names stripped) is modelled from what it
-stores (constant data, shapes, quantization vectors, operand lists) plus per-table overheads
-calibrated on converted models (:data:`FLASH_OVERHEAD`); what they miss (most likely alignment
-padding) varies from file to file, hence flash is an estimate, unlike the arena. A patched
-layer's biases share one buffer: the exporter gives each layer one int8 range over all its
-patches, so their biases agree.
+Flash: the size of the file the exporter ships is exact, not fitted: ``compact_model`` packs it
+so that its size is a sum of independent parts (see :mod:`edgekit.estimate._flatbuffer`), which
+each tensor, buffer and operator of the synthesised graph adds up. A patched layer's biases
+share one buffer: the exporter gives each layer one int8 range over all its patches, so their
+biases agree.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgekit.estimate._flatbuffer import FlashTerms, model_bytes, option_fields, table_layout
 from edgekit.estimate.tflite_file import ModelInfo, OperatorInfo, SubgraphInfo, TensorInfo
 
 _BYTES = {"int8": 1, "int32": 4}
@@ -42,21 +42,6 @@ _BYTES = {"int8": 1, "int32": 4}
 # counts names (the exporter strips them).
 ARITH_CONSTANT = "arith.constant12"
 CAPTURED_CONSTANT = "Const_NN"
-
-# Hundredths of a byte per flatbuffer object beyond its payload (tables, vtables, offsets,
-# padding), fitted by least squares on 200 random models of both spaces, converted by
-# TensorFlow 2.21 and compacted as shipped (``benchmarks/memory_config_accuracy.py --seed 7
-# --fit-flash``); hundredths, because rounded to whole bytes they would add up to a bias of
-# ~100 B on a model of a few hundred tensors. Per-op values are per opcode (its options table);
-# they are calibration constants, not layouts: the negative ones absorb what every tiny-vit
-# model shares (e.g. one RESHAPE per model).
-FLASH_OVERHEAD: dict[str, int] = {
-    "tensor": 2421, "quantized_tensor": 88, "buffer": 1434, "zero_point_vector": -37,
-    "opcode_kind": 6121, "constant": 22374, "ADD": 4506, "BATCH_MATMUL": 7453,
-    "CONCATENATION": 4653, "CONV_2D": 8703, "DEPTHWISE_CONV_2D": 9137, "FULLY_CONNECTED": 6373,
-    "HARD_SWISH": 3864, "MEAN": 13156, "MUL": 7736, "PAD": 6202, "RESHAPE": -12337,
-    "RSQRT": -4609, "SOFTMAX": 3726, "STRIDED_SLICE": 6134, "SUB": -4609,
-}  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -67,6 +52,7 @@ class Tensor:
     dtype: str = "int8"
     constant: bool = False
     quant_channels: int = 1  # 0: no quantization (int32 shapes, axes, paddings ...)
+    quant_dimension: int = 0  # the axis of per-channel quantization (flash: a table field)
     role: str = "activation"  # activation | input | weight | bias | zero_bias | index | other
     name: str = ""
     index: int = -1
@@ -75,8 +61,9 @@ class Tensor:
     merge_as: tuple | None = None
     # Constants merged by value across the whole graph (shapes, axes, the LayerNorm epsilon).
     merge_key: tuple | None = None
-    # Constants with equal data share one flatbuffer buffer: zero biases of one length, and
-    # a patched layer's biases when its input has the same scale in every patch.
+    # Constants with equal data share one flatbuffer buffer (the converter merges buffers by
+    # content): those whose data the config decides (zero biases, integer constants: see
+    # data_key), and a patched layer's biases (one input scale over all its patches).
     same_data_as: tuple | None = None
 
     @property
@@ -140,15 +127,16 @@ class GraphBuilder:
         merge_key: tuple | None = None,
         merge_as: tuple | None = None,
         same_data_as: tuple | None = None,
+        quant_dimension: int = 0,
     ) -> Tensor:
         if merge_key is not None and merge_key in self._merged:
             merged = self._merged[merge_key]
             merged.name = ARITH_CONSTANT  # a merged constant loses its TensorFlow name
             return merged
-        tensor = Tensor(tuple(shape), dtype, True, quant_channels, role, name)
+        tensor = Tensor(tuple(shape), dtype, True, quant_channels, quant_dimension, role, name)
         tensor.merge_as, tensor.merge_key, tensor.same_data_as = merge_as, merge_key, same_data_as
         if role == "zero_bias":
-            tensor.same_data_as = ("zero bias", tensor.shape)
+            tensor.same_data_as = data_key((0,) * tensor.shape[0])
         self.constants.append(tensor)
         if merge_key is not None:
             self._merged[merge_key] = tensor
@@ -158,7 +146,10 @@ class GraphBuilder:
         self, values: tuple[int, ...], shape: tuple[int, ...], name: str = ARITH_CONSTANT
     ) -> Tensor:
         """An int32 constant (shape, axis, paddings, slice bounds), merged by value."""
-        return self.constant(shape, "int32", 0, "index", name, merge_key=("int32", shape, values))
+        return self.constant(
+            shape, "int32", 0, "index", name, merge_key=("int32", shape, values),
+            same_data_as=data_key(values),
+        )  # fmt: skip
 
     def op(
         self,
@@ -206,6 +197,12 @@ class GraphBuilder:
         for i, tensor in enumerate(tensors):
             tensor.index = i
         return ops, tensors
+
+
+def data_key(int32_values: tuple[int, ...]) -> tuple:
+    """The key of a constant buffer holding these int32 values: equal bytes, equal keys (an
+    int32 zero bias and a slice's begin of zeros share a buffer)."""
+    return ("int32 data", int32_values)
 
 
 def model_info(ops: list[Op], tensors: list[Tensor]) -> ModelInfo:
@@ -273,20 +270,24 @@ def reverse_post_order(nodes: dict[str, tuple[str, ...]]) -> list[str]:
 
 
 # --- flash ----------------------------------------------------------------------------------
-def _align4(n: int) -> int:
-    return -(-n // 4) * 4
+def tensor_terms(tensor: Tensor) -> FlashTerms:
+    """Flash of a tensor's own objects: its table, shape, quantization and buffer table (with
+    its data unless the data is shared, see :func:`shared_terms`). Cached: do not modify."""
+    own_data = tensor.constant and tensor.same_data_as is None
+    return _tensor_terms(
+        len(tensor.shape), tensor.quant_channels, tensor.quant_dimension,
+        zero_point_key(tensor) is None, tensor.nbytes if own_data else None,
+    )  # fmt: skip
 
 
-def tensor_bytes(tensor: Tensor) -> tuple[int, int]:
-    """Payload bytes of a tensor's table (shape, quantization; the exporter strips names) and
-    of its data buffer. A per-channel zero-point vector is not included: see
-    :func:`zero_point_key`."""
-    stored = 8 + 4 * len(tensor.shape)
-    if tensor.quant_channels:
-        stored += 4 + 4 * tensor.quant_channels  # float scales
-        if zero_point_key(tensor) is None:
-            stored += 4 + 8 * tensor.quant_channels  # int64 zero points of its own
-    return stored, (_align4(4 + tensor.nbytes) if tensor.constant else 0)
+@functools.lru_cache(maxsize=4096)
+def _tensor_terms(
+    rank: int, quant_channels: int, quant_dimension: int, own_zero_points: bool, data: int | None
+) -> FlashTerms:
+    terms = FlashTerms()
+    terms.tensor(rank, quant_channels, quant_dimension, own_zero_points)
+    terms.buffer(data)
+    return terms
 
 
 def zero_point_key(tensor: Tensor) -> tuple | None:
@@ -296,84 +297,83 @@ def zero_point_key(tensor: Tensor) -> tuple | None:
     return ("zero_points", channels) if channels > 1 else None
 
 
-def op_bytes(op: Op) -> int:
-    return 12 + 4 * len(op.inputs)
-
-
-@dataclass
-class FlashTerms:
-    """The flatbuffer's payload bytes and object counts, summed over (part of) a graph."""
-
-    payload: int = 0
-    counts: Counter = field(default_factory=Counter)
-
-    def add(self, other: FlashTerms) -> None:
-        self.payload += other.payload
-        self.counts.update(other.counts)
-
-    def add_tensor(self, tensor: Tensor, with_data: bool = True) -> None:
-        stored, data = tensor_bytes(tensor)
-        self.payload += stored
-        self.counts["tensor"] += 1
-        if tensor.quant_channels:
-            self.counts["quantized_tensor"] += 1
-        if data and with_data:
-            self.add_buffer(data)
-
-    def add_buffer(self, data: int) -> None:
-        self.payload += data
-        self.counts["buffer"] += 1
-
-    def add_zero_points(self, channels: int) -> None:
-        """A shared per-channel zero-point vector (see :func:`zero_point_key`)."""
-        self.payload += 4 + 8 * channels
-        self.counts["zero_point_vector"] += 1
-
-    def add_op(self, op: Op) -> None:
-        self.payload += op_bytes(op)
-        self.counts[op.opcode] += 1
-
-
 def shared_terms(tensor: Tensor) -> list[tuple[tuple, FlashTerms]]:
     """What ``tensor`` may share with other tensors, by key, each counted once per model: its
-    data buffer (``same_data_as``) and its per-channel zero points (:func:`zero_point_key`)."""
+    data buffer (``same_data_as``: the first tensor's buffer holds the data, the others' are
+    empty) and its per-channel zero points (:func:`zero_point_key`)."""
     shared = []
     if tensor.same_data_as is not None:
-        buffer = FlashTerms()
-        buffer.add_buffer(tensor_bytes(tensor)[1])
-        shared.append((tensor.same_data_as, buffer))
+        data = FlashTerms()
+        data.buffer(tensor.nbytes)
+        data.bytes -= table_layout(())[0]  # replaces one tensor's empty buffer table
+        shared.append((tensor.same_data_as, data))
     zero_points = zero_point_key(tensor)
     if zero_points is not None:
         vector = FlashTerms()
-        vector.add_zero_points(tensor.quant_channels)
+        vector.int64_vector(tensor.quant_channels)
         shared.append((zero_points, vector))
     return shared
 
 
-def flash_bytes(terms: FlashTerms, opcodes: set[str] | frozenset[str]) -> int:
-    """The estimated .tflite size from payload bytes, object counts and distinct opcodes."""
-    centi = 100 * terms.payload + FLASH_OVERHEAD["constant"]
-    centi += FLASH_OVERHEAD["opcode_kind"] * len(opcodes)
-    centi += sum(FLASH_OVERHEAD.get(kind, 0) * n for kind, n in terms.counts.items())
-    return whole_bytes(centi)
+def op_terms(op: Op) -> FlashTerms:
+    """Flash of an operator's operand lists and options table (its own table is counted per
+    opcode by ``model_bytes``). Cached: do not modify."""
+    first = op.inputs[0]
+    return _op_terms(
+        op.opcode,
+        len(op.inputs),
+        tuple(op.options.items()),
+        0 if first is None else len(first.shape),
+    )
 
 
-def whole_bytes(centi: int) -> int:
-    """Hundredths of a byte (see FLASH_OVERHEAD) to bytes, rounded."""
-    return (centi + 50) // 100
+@functools.lru_cache(maxsize=4096)
+def _op_terms(opcode: str, inputs: int, options: tuple, first_rank: int) -> FlashTerms:
+    terms = FlashTerms()
+    terms.operator_parts(
+        inputs, option_fields(opcode, _option_values(opcode, dict(options), first_rank))
+    )
+    return terms
 
 
-def graph_flash_terms(ops: list[Op], tensors: list[Tensor]) -> FlashTerms:
-    """Flash terms of a finished graph: every tensor, each distinct buffer and zero-point
-    vector once, every op."""
+def _option_values(opcode: str, options: dict[str, Any], first_rank: int) -> dict[str, Any]:
+    """The builtin options the converter writes for a synthesised op (only whether each
+    differs from the schema default matters); ``first_rank``: its first input's rank."""
+    if opcode in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return {
+            "padding": int(options["padding"] == "VALID"),
+            "stride_w": options["stride"],
+            "stride_h": options["stride"],
+            "fused_activation_function": 3 if options["relu6"] else 0,  # RELU6
+            "depth_multiplier": 1,
+        }
+    if opcode == "STRIDED_SLICE":
+        return {"begin_mask": 0b1001, "end_mask": 0b1001}  # x[:, y0:y1, x0:x1, :]
+    if opcode == "FULLY_CONNECTED":
+        return {"keep_num_dims": first_rank > 2}
+    if opcode == "SOFTMAX":
+        return {"beta": 1.0}
+    return options
+
+
+def op_counts(ops: list[Op]) -> dict[str, int]:
+    """Operators per opcode, in the order of first use (the converter's opcode order)."""
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op.opcode] = counts.get(op.opcode, 0) + 1
+    return counts
+
+
+def graph_flash_bytes(ops: list[Op], tensors: list[Tensor]) -> int:
+    """The size of the file the exporter ships for a finished graph."""
     terms = FlashTerms()
     counted: set[tuple] = set()
     for tensor in tensors:
-        terms.add_tensor(tensor, with_data=tensor.same_data_as is None)
+        terms.add(tensor_terms(tensor))
         for key, part in shared_terms(tensor):
             if key not in counted:
                 counted.add(key)
                 terms.add(part)
     for op in ops:
-        terms.add_op(op)
-    return terms
+        terms.add(op_terms(op))
+    return model_bytes(terms, op_counts(ops), ops[0].opcode, len(tensors))

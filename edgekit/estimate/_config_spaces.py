@@ -66,6 +66,8 @@ def _cnn_weights(
         ]
     else:
         shapes = [((c_out, k, k, c_in), c_out, f"{s}/Conv2D")]
+    # Depthwise weights (1, k, k, C) are quantized along their last axis.
+    quant_dimension = 3 if layer.op == "depthwise_conv2d" else 0
     kernels, nodes = [], []
     for shape, channels, name in shapes:
         nodes.append(b.capture())
@@ -73,7 +75,7 @@ def _cnn_weights(
         merge_key = ("patched weight", name, shape) if shared else None
         kernels.append(b.constant(
             shape, "int8", channels, "weight", ARITH_CONSTANT if patched else name,
-            merge_key=merge_key,
+            merge_key=merge_key, quant_dimension=quant_dimension,
         ))  # fmt: skip
     return _ConvConstants(kernels, nodes, b.capture(), patched)
 
@@ -90,6 +92,10 @@ def _cnn_conv(
     """conv (one or two) + bias add + ReLU6 of one layer; ``x`` already padded if needed."""
     node, tensor = x
     c_out = layer.out_shape[2]
+    # What the options tables hold (flash): the exporter runs patches with VALID convs; a PAD
+    # that equals SAME padding folds into a SAME conv.
+    padding = "VALID" if weights.patched and not folded_pad else "SAME"
+    options = {"padding": padding, "stride": layer.stride}
     if layer.op == "depthwise_conv2d":
         conv_name = "depthwise"
         conv = b.node(f"{scope}/depthwise", node, weights.kernel_nodes[0])
@@ -104,6 +110,7 @@ def _cnn_conv(
             tensor = b.op(
                 "CONV_2D", conv, (tensor, weights.kernels[0], zero_bias),
                 (1, *out_hw, layer.rank), f"{scope}/Conv2D" + ("" if weights.patched else "1"),
+                **options, relu6=False,
             )  # fmt: skip
             conv_name = "Conv2D_1"
             conv = b.node(f"{scope}/Conv2D_1", conv, weights.kernel_nodes[1])
@@ -132,7 +139,13 @@ def _cnn_conv(
     )  # fmt: skip
     opcode = "DEPTHWISE_CONV_2D" if layer.op == "depthwise_conv2d" else "CONV_2D"
     return last, b.op(
-        opcode, last, (tensor, weights.kernels[-1], bias), (1, *out_hw, c_out), out_name
+        opcode,
+        last,
+        (tensor, weights.kernels[-1], bias),
+        (1, *out_hw, c_out),
+        out_name,
+        **options,
+        relu6=bool(layer.act),
     )
 
 
@@ -166,7 +179,9 @@ def _concat(b: GraphBuilder, scope: str, parts: list[Value], axis: int) -> Value
     node = b.node(f"{scope}/concat", *(p[0] for p in parts), b.node(f"{scope}/concat/axis"))
     shape = list(parts[0][1].shape)
     shape[axis] = sum(p[1].shape[axis] for p in parts)
-    return node, b.op("CONCATENATION", node, tuple(p[1] for p in parts), tuple(shape), node)
+    return node, b.op(
+        "CONCATENATION", node, tuple(p[1] for p in parts), tuple(shape), node, axis=axis
+    )
 
 
 def cnn_patched(b: GraphBuilder, image: Value, cfg: TinyCnnConfig) -> Value:
@@ -416,9 +431,7 @@ def _layer_norm(b: GraphBuilder, scope: str, x: Value, fold_affine: bool) -> Val
     variance_node = b.node(
         f"{scope}/Mean_1", square_node, b.node(f"{scope}/Mean_1/reduction_indices")
     )
-    variance = b.op(
-        "MEAN", variance_node, (square, axis), reduced, variance_node, keep_dims=True
-    )
+    variance = b.op("MEAN", variance_node, (square, axis), reduced, variance_node, keep_dims=True)
     add_node = b.node(f"{scope}/add", variance_node, b.node(f"{scope}/add/y"))
     shifted = b.op("ADD", add_node, (variance, eps), reduced, add_node)
     rsqrt_node = b.node(f"{scope}/Rsqrt", add_node)
@@ -488,18 +501,14 @@ def vit_prologue(b: GraphBuilder, image: Value, cfg: TinyVitConfig) -> Value:
     kernel_bias = b.constant((e,), "int32", e, "bias", bias_name)
     tokens = b.op(
         "CONV_2D", conv_node, (image[1], kernel, kernel_bias), (1, cfg.grid, cfg.grid, e),
-        bias_name + "1",
+        bias_name + "1", padding="VALID", stride=p, relu6=False,
     )  # fmt: skip
-    reshape_node = b.node(
-        "patch_embed/Reshape", conv_node, b.node("patch_embed/Reshape/shape")
-    )
+    reshape_node = b.node("patch_embed/Reshape", conv_node, b.node("patch_embed/Reshape/shape"))
     shape = b.index_constant((1, t, e), (3,))
     tokens = b.op("RESHAPE", reshape_node, (tokens, shape), (1, t, e), reshape_node)
     position_node = b.node("pos_embed/add", reshape_node, b.capture())
     position = b.constant((t, e), "int8", 1, "other", CAPTURED_CONSTANT)
-    return position_node, b.op(
-        "ADD", position_node, (tokens, position), (1, t, e), position_node
-    )
+    return position_node, b.op("ADD", position_node, (tokens, position), (1, t, e), position_node)
 
 
 def vit_block(
@@ -536,8 +545,9 @@ def vit_epilogue(b: GraphBuilder, x: Value, num_classes: int) -> Value:
     embed = x[1].shape[-1]
     pool_node = b.node("pool/Mean", x[0], b.node("pool/Mean/reduction_indices"))
     axis = b.index_constant((1,), (), "pool/Mean/reduction_indices")
-    pooled = pool_node, b.op(
-        "MEAN", pool_node, (x[1], axis), (1, embed), pool_node, keep_dims=False
+    pooled = (
+        pool_node,
+        b.op("MEAN", pool_node, (x[1], axis), (1, embed), pool_node, keep_dims=False),
     )
     normed = _layer_norm(b, "norm", pooled, fold_affine=True)
     return _linear(b, "head", normed, embed, num_classes, folded_norm="norm",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from edgekit.errors import ConfigError
 from edgekit.estimate._config_fast import fast_figures
-from edgekit.estimate._config_graph import flash_bytes, graph_flash_terms, model_info
+from edgekit.estimate._config_graph import graph_flash_bytes, model_info
 from edgekit.estimate._config_spaces import build_graph
 from edgekit.estimate.report import analyze_model, runtime_for
 from edgekit.estimate.runtime import RuntimeConfig
@@ -53,7 +53,7 @@ class ConfigEstimate:
 
     ``arena_bytes``, ``head_bytes`` and ``tail_bytes`` mean what they mean in
     :class:`~edgekit.estimate.MemoryReport` (and equal it for the exported model);
-    ``flash_bytes`` is the estimated .tflite size.
+    ``flash_bytes`` is the size of the .tflite file the exporter ships.
     """
 
     arena_bytes: int
@@ -76,7 +76,7 @@ class ConfigEstimate:
         return (
             f"arena {format_size(self.arena_bytes)} ({self.arena_bytes} B: head "
             f"{self.head_bytes} + tail {self.tail_bytes}, limited by {self.limited_by}), "
-            f"flash ~{format_size(self.flash_bytes)}; {self.op_count} ops, {peak} "
+            f"flash {format_size(self.flash_bytes)}; {self.op_count} ops, {peak} "
             f"[{self.runtime.name}]"
         )
 
@@ -122,7 +122,7 @@ def estimate_config(
     runtime = _runtime(pointer_bytes, alignment, device)
     ops, tensors = build_graph(cfg).finish()
     report = analyze_model(b"", model_info(ops, tensors), runtime)
-    flash = flash_bytes(graph_flash_terms(ops, tensors), {op.opcode for op in ops})
+    flash = graph_flash_bytes(ops, tensors)
     estimate = ConfigEstimate(
         arena_bytes=report.arena_bytes,
         head_bytes=report.head_bytes,
@@ -162,7 +162,7 @@ def _estimate_bytes(cfg: TinyCnnConfig | TinyVitConfig, runtime: RuntimeConfig) 
     except NotImplementedError:  # a runtime the fast path does not cover (alignment < 8)
         ops, tensors = build_graph(cfg).finish()
         report = analyze_model(b"", model_info(ops, tensors), runtime)
-        flash = flash_bytes(graph_flash_terms(ops, tensors), {op.opcode for op in ops})
+        flash = graph_flash_bytes(ops, tensors)
         return report.arena_bytes, flash
     return figures.arena_bytes, flash
 

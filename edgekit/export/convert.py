@@ -155,7 +155,9 @@ def _convert_with_shared_ranges(converter: Any, scopes: str) -> bytes:
 
     first_of_name: dict[str, int] = {}
     for index in range(subgraph.TensorsLength()):
-        name = pattern.sub("", subgraph.Tensors(index).Name().decode())
+        # The first part names the op that made the tensor; the others name ops fused into
+        # it, such as a PAD folded into the conv of one patch but not of the others.
+        name = pattern.sub("", subgraph.Tensors(index).Name().decode()).split(";")[0]
         group_of[index] = root(first_of_name.setdefault(name, index))
     operators = schema.BuiltinOperator
     for op_index in range(subgraph.OperatorsLength()):
@@ -194,39 +196,93 @@ def _convert_with_shared_ranges(converter: Any, scopes: str) -> bytes:
 
 def compact_model(model: bytes) -> bytes:
     """``model`` as it ships: without the strings TFLite Micro never reads (tensor and subgraph
-    names, and the signature defs that refer to tensors by name), and with each distinct
-    per-channel zero-point vector stored once. Packed as the converter packs a model otherwise.
+    names, and the signature defs that refer to tensors by name), with each distinct
+    per-channel zero-point vector stored once, and laid out so that its size is exactly
+    predictable from its content (``edgekit.estimate._flatbuffer``).
 
     Every per-channel quantized tensor (int8 weights, int32 biases) has all-zero int64 zero
     points, 8 bytes per channel, and tensors of equal channel count now point at one vector:
     about as much flash as the names again (7-27% less in all for our networks). TFLite Micro
     and LiteRT read a shared vector like any other. Run ``check_ops`` before: it names layers
     from the tensor names."""
-    from flatbuffers import builder as flatbuffers_builder
     from tensorflow.lite.tools import flatbuffer_utils
-
-    class SharingBuilder(flatbuffers_builder.Builder):
-        # Only multi-element int64 vectors (per-channel zero points) are shared: the
-        # single-element ones of activations hold calibrated values, and sharing them would
-        # make the file's size depend on calibration, which the config-based flash model
-        # cannot know.
-        def __init__(self, initial_size: int) -> None:
-            super().__init__(initial_size)
-            self.vectors: dict[bytes, int] = {}
-
-        def CreateNumpyVector(self, x: np.ndarray) -> int:
-            if x.dtype.kind != "i" or x.dtype.itemsize != 8 or x.size < 2:
-                return super().CreateNumpyVector(x)
-            key = x.astype("<i8").tobytes()
-            if key not in self.vectors:
-                self.vectors[key] = super().CreateNumpyVector(x)
-            return self.vectors[key]
 
     unpacked = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
     flatbuffer_utils.strip_strings(unpacked)
-    packer = SharingBuilder(1024)
+    packer = _predictable_builder()
+    _write_zero_points_first(packer, unpacked)
     packer.Finish(unpacked.Pack(packer), file_identifier=b"TFL3")
     return bytes(packer.Output())
+
+
+def _predictable_builder() -> Any:
+    """A flatbuffers builder whose output size is a sum of independent parts: each vtable is
+    padded to 4 bytes (the builder would let the next table's 1-byte fields fill the gap,
+    which makes a table's size depend on what came before it), int64 vectors are shared by
+    content, and vectors written early (``early``) are reused when the packer asks for them."""
+    from flatbuffers import builder as flatbuffers_builder
+
+    class PredictableBuilder(flatbuffers_builder.Builder):
+        def __init__(self) -> None:
+            super().__init__(1024)
+            self.by_content: dict[bytes, int] = {}
+            self.early: dict[int, int] = {}  # id(array) -> its vector
+
+        def CreateNumpyVector(self, x: np.ndarray) -> int:
+            if id(x) in self.early:
+                return self.early[id(x)]
+            # Only multi-element int64 vectors (per-channel zero points) are shared: the
+            # single-element ones of activations hold calibrated values, and sharing them
+            # would make the file's size depend on calibration.
+            if x.dtype.kind != "i" or x.dtype.itemsize != 8 or x.size < 2:
+                return super().CreateNumpyVector(x)
+            key = x.astype("<i8").tobytes()
+            if key not in self.by_content:
+                self.by_content[key] = super().CreateNumpyVector(x)
+            return self.by_content[key]
+
+        def WriteVtable(self) -> int:
+            table = super().WriteVtable()
+            self.Pad(-self.Offset() % 4)
+            return table
+
+    return PredictableBuilder()
+
+
+def _write_zero_points_first(packer: Any, model: Any) -> None:
+    """Write the int64 zero-point vectors (8-byte aligned: where they fall decides their
+    padding) at the end of the file, before anything else, each followed by a vector of 4
+    (mod 8) bytes from the model's tensors (an even-rank shape, an even-length scale vector),
+    so that none pads while such fillers last."""
+    import numpy as np
+
+    int64_vectors: list[np.ndarray] = []
+    fillers: list[np.ndarray] = []
+    seen: set[bytes] = set()
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            quantization = tensor.quantization
+            candidates = [tensor.shape]
+            zero_points = None
+            if quantization is not None:
+                candidates.append(quantization.scale)
+                zero_points = quantization.zeroPoint
+            fillers += [
+                c for c in candidates
+                if isinstance(c, np.ndarray) and c.itemsize == 4 and c.size % 2 == 0
+            ]  # fmt: skip
+            if not isinstance(zero_points, np.ndarray):
+                continue
+            if zero_points.size > 1:
+                content = zero_points.astype("<i8").tobytes()
+                if content in seen:
+                    continue
+                seen.add(content)
+            int64_vectors.append(zero_points)
+    for i, zero_points in enumerate(int64_vectors):
+        packer.early[id(zero_points)] = packer.CreateNumpyVector(zero_points)
+        if i < len(fillers):
+            packer.early[id(fillers[i])] = packer.CreateNumpyVector(fillers[i])
 
 
 _TF_OP = re.compile(r"'tf\.([A-Za-z0-9_]+)' op")

@@ -308,8 +308,8 @@ def _header(data: dict[str, Any]) -> list[str]:
         + (" + GBDT predictor" if search["strategy"] == "nsga2" and search["predictor"] else "")
         + f", {search['evaluations']} evaluations per space, population "
         f"{search['population']}, seed {search['seed']}",
-        "- arena and flash estimates: PROVISIONAL analytic memory model; latency: analytic model "
-        "with uncalibrated priors",
+        "- arena and flash: the config-based memory model, equal to TFLite Micro's arena and the "
+        "shipped file's size; latency: analytic model with uncalibrated priors",
     ]
 
 

@@ -113,13 +113,23 @@ def test_flash_estimate_equals_the_file_size(exported, entry):
 
 
 @pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])
-def test_shipped_model_stores_each_per_channel_zero_point_vector_once(exported, entry):
+def test_shipped_model_stores_each_per_channel_vector_once(exported, entry):
+    """Zero points (all zero) once per channel count, scales once per content (the biases of
+    a patched layer have the same scales in every patch)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
     _, model = exported[entry]
-    places: dict[int, set[int]] = {}
-    for tensor in parse_model(model).subgraphs[0].tensors:
+    unpacked = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    zero_points: dict[int, set[int]] = {}
+    scales: dict[bytes, set[int]] = {}
+    tensors = parse_model(model).subgraphs[0].tensors
+    for tensor, content in zip(tensors, unpacked.subgraphs[0].tensors, strict=True):
         if tensor.zero_point_count > 1:
-            places.setdefault(tensor.zero_point_count, set()).add(tensor.zero_point_at)
-    assert places and all(len(at) == 1 for at in places.values())
+            zero_points.setdefault(tensor.zero_point_count, set()).add(tensor.zero_point_at)
+        if tensor.scale_count > 1:
+            scales.setdefault(content.quantization.scale.tobytes(), set()).add(tensor.scale_at)
+    assert zero_points and all(len(at) == 1 for at in zero_points.values())
+    assert scales and all(len(at) == 1 for at in scales.values())
     flash = analyze_tflite(model).flash
     assert flash.overhead_bytes > 0  # shared vectors counted once in the breakdown
 

@@ -65,6 +65,9 @@ class Tensor:
     # content): those whose data the config decides (zero biases, integer constants: see
     # data_key), and a patched layer's biases (one input scale over all its patches).
     same_data_as: tuple | None = None
+    # Tensors with equal keys have equal scale vectors, which the exporter stores once: a
+    # patched layer's biases (zero biases too) in every patch.
+    same_scales_as: tuple | None = None
 
     @property
     def nbytes(self) -> int:
@@ -128,6 +131,7 @@ class GraphBuilder:
         merge_as: tuple | None = None,
         same_data_as: tuple | None = None,
         quant_dimension: int = 0,
+        same_scales_as: tuple | None = None,
     ) -> Tensor:
         if merge_key is not None and merge_key in self._merged:
             merged = self._merged[merge_key]
@@ -135,6 +139,7 @@ class GraphBuilder:
             return merged
         tensor = Tensor(tuple(shape), dtype, True, quant_channels, quant_dimension, role, name)
         tensor.merge_as, tensor.merge_key, tensor.same_data_as = merge_as, merge_key, same_data_as
+        tensor.same_scales_as = same_scales_as
         if role == "zero_bias":
             tensor.same_data_as = data_key((0,) * tensor.shape[0])
         self.constants.append(tensor)
@@ -276,16 +281,22 @@ def tensor_terms(tensor: Tensor) -> FlashTerms:
     own_data = tensor.constant and tensor.same_data_as is None
     return _tensor_terms(
         len(tensor.shape), tensor.quant_channels, tensor.quant_dimension,
-        zero_point_key(tensor) is None, tensor.nbytes if own_data else None,
+        zero_point_key(tensor) is None, tensor.same_scales_as is None,
+        tensor.nbytes if own_data else None,
     )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4096)
 def _tensor_terms(
-    rank: int, quant_channels: int, quant_dimension: int, own_zero_points: bool, data: int | None
+    rank: int,
+    quant_channels: int,
+    quant_dimension: int,
+    own_zero_points: bool,
+    own_scales: bool,
+    data: int | None,
 ) -> FlashTerms:
     terms = FlashTerms()
-    terms.tensor(rank, quant_channels, quant_dimension, own_zero_points)
+    terms.tensor(rank, quant_channels, quant_dimension, own_zero_points, own_scales)
     terms.buffer(data)
     return terms
 
@@ -300,7 +311,8 @@ def zero_point_key(tensor: Tensor) -> tuple | None:
 def shared_terms(tensor: Tensor) -> list[tuple[tuple, FlashTerms]]:
     """What ``tensor`` may share with other tensors, by key, each counted once per model: its
     data buffer (``same_data_as``: the first tensor's buffer holds the data, the others' are
-    empty) and its per-channel zero points (:func:`zero_point_key`)."""
+    empty), its per-channel zero points (:func:`zero_point_key`) and its scale vector
+    (``same_scales_as``)."""
     shared = []
     if tensor.same_data_as is not None:
         data = FlashTerms()
@@ -312,6 +324,10 @@ def shared_terms(tensor: Tensor) -> list[tuple[tuple, FlashTerms]]:
         vector = FlashTerms()
         vector.int64_vector(tensor.quant_channels)
         shared.append((zero_points, vector))
+    if tensor.same_scales_as is not None:
+        scales = FlashTerms()
+        scales.vector(tensor.quant_channels, filler=True)
+        shared.append((tensor.same_scales_as, scales))
     return shared
 
 

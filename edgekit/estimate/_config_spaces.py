@@ -106,6 +106,7 @@ def _cnn_conv(
             zero_bias = b.constant(
                 (layer.rank,), "int32", layer.rank, "zero_bias", ARITH_CONSTANT,
                 merge_as=("zero bias", layer.name),
+                same_scales_as=("zero bias scales", layer.name) if weights.patched else None,
             )  # fmt: skip
             tensor = b.op(
                 "CONV_2D", conv, (tensor, weights.kernels[0], zero_bias),
@@ -136,6 +137,7 @@ def _cnn_conv(
     bias = b.constant(
         (c_out,), "int32", c_out, "bias", bias_name, merge_as=("bias", layer.name),
         same_data_as=same_data,
+        same_scales_as=("bias scales", layer.name) if weights.patched else None,
     )  # fmt: skip
     opcode = "DEPTHWISE_CONV_2D" if layer.op == "depthwise_conv2d" else "CONV_2D"
     return last, b.op(

@@ -160,13 +160,15 @@ class FlashTerms:
         quant_channels: int,
         quant_dimension: int = 0,
         own_zero_points: bool = True,
+        own_scales: bool = True,
     ) -> None:
         """A tensor's table, shape and quantization (not its buffer). ``quant_channels`` 0:
-        no quantization (an empty table); ``own_zero_points``: its zero-point vector is its
-        own, not shared (see :meth:`int64_vector`)."""
+        no quantization (an empty table); ``own_zero_points`` / ``own_scales``: its
+        zero-point / scale vector is its own, not one it shares with other tensors."""
         self.vector(rank, filler=True)
         if quant_channels:
-            self.vector(quant_channels, filler=True)
+            if own_scales:
+                self.vector(quant_channels, filler=True)
             if own_zero_points:
                 self.int64_vector(quant_channels)
             quantization = _QUANTIZATION + ((_QUANTIZED_DIMENSION,) if quant_dimension else ())

@@ -42,7 +42,7 @@ def flash_breakdown(model: ModelInfo) -> FlashReport:
     kind_of_buffer: dict[int, str] = {}
     size_of_buffer: dict[int, int] = {}
     quantization = 0
-    zero_points: set[int] = set()  # positions of the zero-point vectors counted
+    counted: set[int] = set()  # positions of the scale and zero-point vectors counted
     for graph in model.subgraphs:
         roles: dict[int, str] = {}
         for op in graph.operators:
@@ -54,11 +54,12 @@ def flash_breakdown(model: ModelInfo) -> FlashReport:
                 if role and roles.get(tensor) != "weight":
                     roles[tensor] = role
         for tensor in graph.tensors:
-            if tensor.scale_count:
+            # A position 0 means unknown (a synthesised model): counted every time.
+            if tensor.scale_count and tensor.scale_at not in counted:
+                counted.add(tensor.scale_at or -1)
                 quantization += 4 + 4 * tensor.scale_count
-            if tensor.zero_point_count and tensor.zero_point_at not in zero_points:
-                if tensor.zero_point_at:  # 0: position unknown (a synthesised model)
-                    zero_points.add(tensor.zero_point_at)
+            if tensor.zero_point_count and tensor.zero_point_at not in counted:
+                counted.add(tensor.zero_point_at or -1)
                 quantization += 4 + 8 * tensor.zero_point_count
             if not tensor.is_constant:
                 continue

@@ -39,7 +39,9 @@ _TYPE_NAMES: dict[int, str] = {
 }  # fmt: skip
 
 _OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
-_ZERO_POINT_FIELD = 10  # vtable offset of QuantizationParameters.zero_point (the 4th field)
+# vtable offsets of QuantizationParameters.scale and .zero_point (its 3rd and 4th fields)
+_SCALE_FIELD = 8
+_ZERO_POINT_FIELD = 10
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,9 @@ class TensorInfo:
     quant_channels: int
     scale_count: int
     zero_point_count: int
-    # Where its zero-point vector lies in the file (0: none): tensors may share one vector.
+    # Where its zero-point and scale vectors lie in the file (0: none): tensors may share one.
     zero_point_at: int = 0
+    scale_at: int = 0
 
     @property
     def is_constant(self) -> bool:
@@ -163,14 +166,16 @@ def _read_tensor(schema: Any, model: Any, tensor: Any, index: int) -> TensorInfo
         raise ModelFileError(f"tensor {index} has type {name}, which the memory model lacks")
     buffer = model.Buffers(tensor.Buffer()) if tensor.Buffer() < model.BuffersLength() else None
     data_bytes = buffer.DataLength() if buffer is not None else 0
-    scale_count = zero_point_count = zero_point_at = 0
+    scale_count = zero_point_count = zero_point_at = scale_at = 0
     quantization = tensor.Quantization()
     if quantization is not None:
         scale_count = quantization.ScaleLength()
         zero_point_count = quantization.ZeroPointLength()
+        table = quantization._tab  # the generated API has no accessor for the positions
         if zero_point_count:
-            table = quantization._tab  # the generated API has no accessor for the position
             zero_point_at = table.Vector(table.Offset(_ZERO_POINT_FIELD))
+        if scale_count:
+            scale_at = table.Vector(table.Offset(_SCALE_FIELD))
     channels = scale_count if scale_count > 0 and zero_point_count > 0 else 0
     raw_name = tensor.Name()
     return TensorInfo(
@@ -186,6 +191,7 @@ def _read_tensor(schema: Any, model: Any, tensor: Any, index: int) -> TensorInfo
         scale_count=scale_count,
         zero_point_count=zero_point_count,
         zero_point_at=zero_point_at,
+        scale_at=scale_at,
     )
 
 

@@ -197,12 +197,13 @@ def _convert_with_shared_ranges(converter: Any, scopes: str) -> bytes:
 def compact_model(model: bytes) -> bytes:
     """``model`` as it ships: without the strings TFLite Micro never reads (tensor and subgraph
     names, and the signature defs that refer to tensors by name), with each distinct
-    per-channel zero-point vector stored once, and laid out so that its size is exactly
-    predictable from its content (``edgekit.estimate._flatbuffer``).
+    per-channel zero-point and scale vector stored once, and laid out so that its size is
+    exactly predictable from its content (``edgekit.estimate._flatbuffer``).
 
     Every per-channel quantized tensor (int8 weights, int32 biases) has all-zero int64 zero
     points, 8 bytes per channel, and tensors of equal channel count now point at one vector:
-    about as much flash as the names again (7-27% less in all for our networks). TFLite Micro
+    about as much flash as the names again (7-27% less in all for our networks); in a
+    patch-based CNN every patch's copy of a layer's bias has the same scales too. TFLite Micro
     and LiteRT read a shared vector like any other. Run ``check_ops`` before: it names layers
     from the tensor names."""
     from tensorflow.lite.tools import flatbuffer_utils
@@ -231,12 +232,9 @@ def _predictable_builder() -> Any:
         def CreateNumpyVector(self, x: np.ndarray) -> int:
             if id(x) in self.early:
                 return self.early[id(x)]
-            # Only multi-element int64 vectors (per-channel zero points) are shared: the
-            # single-element ones of activations hold calibrated values, and sharing them
-            # would make the file's size depend on calibration.
-            if x.dtype.kind != "i" or x.dtype.itemsize != 8 or x.size < 2:
+            if not _shared_vector(x):
                 return super().CreateNumpyVector(x)
-            key = x.astype("<i8").tobytes()
+            key = (x.dtype.str, x.tobytes())
             if key not in self.by_content:
                 self.by_content[key] = super().CreateNumpyVector(x)
             return self.by_content[key]
@@ -249,6 +247,17 @@ def _predictable_builder() -> Any:
     return PredictableBuilder()
 
 
+def _shared_vector(x: np.ndarray) -> bool:
+    """Whether ``compact_model`` stores ``x`` once per distinct content: multi-element int64
+    vectors (per-channel zero points, all zero) and float32 vectors (per-channel scales: a
+    patched layer's bias has the same ones in every patch). Single-element ones, the
+    calibrated zero point and scale of each activation, are not shared: the file's size would
+    then depend on calibration, which the config-based memory model cannot know."""
+    return (
+        x.size > 1 and x.dtype.kind in "if" and x.dtype.itemsize == 8 - 4 * (x.dtype.kind == "f")
+    )
+
+
 def _write_zero_points_first(packer: Any, model: Any) -> None:
     """Write the int64 zero-point vectors (8-byte aligned: where they fall decides their
     padding) at the end of the file, before anything else, each followed by a vector of 4
@@ -258,7 +267,17 @@ def _write_zero_points_first(packer: Any, model: Any) -> None:
 
     int64_vectors: list[np.ndarray] = []
     fillers: list[np.ndarray] = []
-    seen: set[bytes] = set()
+    seen: set[tuple[str, bytes]] = set()
+
+    def first_of_its_content(x: np.ndarray) -> bool:
+        if not _shared_vector(x):
+            return True
+        content = (x.dtype.str, x.tobytes())
+        if content in seen:
+            return False  # the packer hands out the vector already written
+        seen.add(content)
+        return True
+
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             quantization = tensor.quantization
@@ -270,15 +289,10 @@ def _write_zero_points_first(packer: Any, model: Any) -> None:
             fillers += [
                 c for c in candidates
                 if isinstance(c, np.ndarray) and c.itemsize == 4 and c.size % 2 == 0
+                and first_of_its_content(c)
             ]  # fmt: skip
-            if not isinstance(zero_points, np.ndarray):
-                continue
-            if zero_points.size > 1:
-                content = zero_points.astype("<i8").tobytes()
-                if content in seen:
-                    continue
-                seen.add(content)
-            int64_vectors.append(zero_points)
+            if isinstance(zero_points, np.ndarray) and first_of_its_content(zero_points):
+                int64_vectors.append(zero_points)
     for i, zero_points in enumerate(int64_vectors):
         packer.early[id(zero_points)] = packer.CreateNumpyVector(zero_points)
         if i < len(fillers):

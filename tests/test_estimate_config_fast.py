@@ -176,3 +176,21 @@ def test_patches_over_a_fused_first_stage_are_exact(pointer_bytes):
     ):
         cfg = space.decode(genome)
         assert estimate_config_bytes(cfg, pointer_bytes) == _full(cfg, pointer_bytes), genome
+
+
+def test_a_patch_reading_the_whole_image_keeps_the_converters_op_order():
+    """In this config the centre patch's receptive field covers the whole image, so it reads
+    the input without a slice. TensorFlow's converter (2.21) still starts with the first
+    patch's slice and runs the centre patch's first layers right after the first patch (the
+    order it gave this config when converted): the constant TensorFlow captures for a layer
+    is named after the first patch's conv, which decides the order."""
+    from edgekit.estimate._config_spaces import build_graph
+
+    cfg = get_space("tiny-cnn", 10, 1).decode(
+        "r24-st1-w0.5-rk0.5-p3s2-fs1-k555.553.557.7-e232.332.366.6"
+    )
+    ops, _ = build_graph(cfg).finish()
+    patches = [op.output.name.split("/")[0] for op in ops]
+    assert ops[0].opcode == "STRIDED_SLICE" and patches[0] == "patch0_0"
+    assert patches.index("patch1_1") < patches.index("patch0_1")
+    assert estimate_config_bytes(cfg) == _full(cfg, 4)

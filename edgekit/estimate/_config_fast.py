@@ -68,12 +68,17 @@ from edgekit.estimate._flatbuffer import (
     vtable_bytes,
 )
 from edgekit.estimate.runtime import RuntimeConfig
+from edgekit.spaces._base import is_factorised, projection_rank
 from edgekit.spaces.tiny_cnn import (
+    MAX_DEPTH,
+    STAGE_STRIDES,
     CnnLayer,
     TinyCnnConfig,
     axis_plan,
     layer_plan,
+    make_divisible,
     same_padding,
+    stage_channels,
 )
 from edgekit.spaces.tiny_vit import TinyVitConfig
 
@@ -253,35 +258,55 @@ def clear_caches() -> None:
 
 
 def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
-    """One key per piece of :func:`pieces_of` (same order), read straight off the config:
-    each names what shapes its piece and nothing else, so equal keys mean equal pieces."""
-    # The stem's and the first stage's strides scale every later map, so they are part of
-    # every key (with resolution).
-    res, strides = cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride)
-    width, rank = cfg.width_mult, cfg.rank_ratio
+    """One key per piece of :func:`pieces_of` (same order), computed from the config's fields
+    without a layer plan: each holds what shapes its piece and nothing else, so equal keys mean
+    equal pieces. A block's key is its input map size, channels, kernel, stride and ranks, not
+    its stage or position: blocks of any stage or resolution that agree share one piece (its
+    layer names only order ops inside it, where the chain of layers fixes the order anyway)."""
+    res, width, ratio = cfg.resolution, cfg.width_mult, cfg.rank_ratio
     kernels, expands, depths = cfg.kernel_sizes, cfg.expand_ratios, cfg.depths
     fused = cfg.fused_stages
     first_stage = 0  # the first stage run on the whole image
     if cfg.patch_grid == 1:
-        keys = [("stem", res, strides, width, cfg.in_channels)]  # stem and first block
-    elif cfg.patch_stages == 1:  # stem and first block: no low-rank convs
-        keys = [("patched", res, strides, width, cfg.patch_grid, cfg.in_channels)]
+        keys = [("stem", res, cfg.stem_stride, width, cfg.in_channels)]  # stem and first block
     else:
-        d = depths[0]
-        keys = [(
-            "patched", res, strides, width, cfg.patch_grid, cfg.in_channels, rank, kernels[:d],
-            expands[:d], fused > 0,
-        )]  # fmt: skip
-        first_stage = 1
-    for stage in range(first_stage, 4):
-        i = 3 * stage  # tiny_cnn.MAX_DEPTH blocks per stage
+        strides = (cfg.stem_stride, cfg.first_stage_stride)
+        if cfg.patch_stages == 1:  # stem and first block: no low-rank convs
+            keys = [("patched", res, strides, width, cfg.patch_grid, cfg.in_channels)]
+        else:
+            d = depths[0]
+            keys = [(
+                "patched", res, strides, width, cfg.patch_grid, cfg.in_channels, ratio,
+                kernels[:d], expands[:d], fused > 0,
+            )]  # fmt: skip
+            first_stage = 1
+    _, channels, stage_out = stage_channels(width)
+    size = -(-res // cfg.stem_stride)  # the first block's depthwise conv has stride 1
+    stage_strides = (cfg.first_stage_stride, *STAGE_STRIDES[1:])
+    for stage, c_out in enumerate(stage_out):
         for block in range(depths[stage]):
-            keys.append((
-                stage, block, res, strides, width, rank, kernels[i + block], expands[i + block],
-                stage < fused,
-            ))  # fmt: skip
-    keys.append(("head", res, strides, width, cfg.num_classes))
+            i = MAX_DEPTH * stage + block
+            stride = stage_strides[stage] if block == 0 else 1
+            if stage >= first_stage:
+                hidden = make_divisible(channels * expands[i])
+                if stage < fused:  # the fused conv is always 3x3 and never low-rank
+                    kernel, expand_rank = 0, 0
+                else:
+                    kernel, expand_rank = kernels[i], _rank(ratio, channels, hidden)
+                keys.append((
+                    size, channels, hidden, c_out, kernel, stride, expand_rank,
+                    _rank(ratio, hidden, c_out), block > 0,
+                ))  # fmt: skip
+            size, channels = -(-size // stride), c_out
+    keys.append(("head", size, channels, cfg.num_classes))
     return keys
+
+
+@functools.lru_cache(maxsize=4096)
+def _rank(ratio: float, c_in: int, c_out: int) -> int:
+    """The rank of a 1x1 conv as the layer plan makes it (0: dense)."""
+    rank = projection_rank(ratio, c_in, c_out)
+    return rank if is_factorised(rank, c_in, c_out) else 0
 
 
 def _vit_keys(cfg: TinyVitConfig) -> list[tuple]:

@@ -104,7 +104,6 @@ class GraphBuilder:
         self.ops: list[Op] = []
         self.constants: list[Tensor] = []
         self._merged: dict[tuple, Tensor] = {}
-        self._captures = 0
         self.input: Tensor | None = None
 
     # --- TensorFlow side ----------------------------------------------------------------------
@@ -113,10 +112,10 @@ class GraphBuilder:
         self.nodes[name] = inputs
         return name
 
-    def capture(self) -> str:
-        """A captured constant (weights, biases): ``Const_N`` sorts before every op name."""
-        self._captures += 1
-        return self.node(f"Const_{self._captures}")
+    def capture(self, name: str) -> str:
+        """A captured constant (weights, biases), named as TensorFlow names it: after the op
+        input that first reads it (``.../Conv2D/filter``, ``.../add/y``)."""
+        return self.node(name)
 
     # --- TFLite side --------------------------------------------------------------------------
     def constant(

@@ -68,16 +68,20 @@ def _cnn_weights(
         shapes = [((c_out, k, k, c_in), c_out, f"{s}/Conv2D")]
     # Depthwise weights (1, k, k, C) are quantized along their last axis.
     quant_dimension = 3 if layer.op == "depthwise_conv2d" else 0
+    # TensorFlow names a captured constant after the op input that first reads it: a patched
+    # layer's weights after the first patch's conv.
+    first_reader = f"{PATCH_NAME}/" if patched else ""
     kernels, nodes = [], []
     for shape, channels, name in shapes:
-        nodes.append(b.capture())
+        filter_arg = "filter_in" if layer.op == "depthwise_conv2d" else "filter"
+        nodes.append(b.capture(f"{first_reader}{name}/{filter_arg}"))
         # Weights shared by patches get converter names.
         merge_key = ("patched weight", name, shape) if shared else None
         kernels.append(b.constant(
             shape, "int8", channels, "weight", ARITH_CONSTANT if patched else name,
             merge_key=merge_key, quant_dimension=quant_dimension,
         ))  # fmt: skip
-    return _ConvConstants(kernels, nodes, b.capture(), patched)
+    return _ConvConstants(kernels, nodes, b.capture(f"{first_reader}{s}/add/y"), patched)
 
 
 def _cnn_conv(
@@ -298,8 +302,8 @@ def cnn_head(b: GraphBuilder, x: Value, channels: int, num_classes: int) -> Valu
     mean = b.node("pool/Mean", node, b.node("pool/Mean/reduction_indices"))
     axes = b.index_constant((1, 2), (2,), "pool/Mean/reduction_indices")
     pooled = b.op("MEAN", mean, (tensor, axes), (1, channels), mean, keep_dims=False)
-    matmul = b.node("classifier/MatMul", mean, b.capture())
-    add = b.node("classifier/add", matmul, b.capture())
+    matmul = b.node("classifier/MatMul", mean, b.capture("classifier/MatMul/b"))
+    add = b.node("classifier/add", matmul, b.capture("classifier/add/y"))
     weight = b.constant((num_classes, channels), "int8", num_classes, "weight", matmul)
     bias = b.constant((num_classes,), "int32", num_classes, "bias", add)
     return add, b.op(
@@ -383,11 +387,11 @@ def _linear(
 ) -> Value:
     """``x @ W + b`` -> FULLY_CONNECTED; ``folded_norm`` names the LayerNorm folded into it."""
     node, tensor = x
-    node = b.node(f"{name}/MatMul", node, b.capture())
+    node = b.node(f"{name}/MatMul", node, b.capture(f"{name}/MatMul/b"))
     fused = f"{name}/MatMul;{name}/add"
     prefix = f"{folded_norm}/mul_2;{folded_norm}/add_1;" if folded_norm else ""
     if bias:
-        node = b.node(f"{name}/add", node, b.capture())
+        node = b.node(f"{name}/add", node, b.capture(f"{name}/add/y"))
     weight_name = prefix + fused if prefix else f"{name}/MatMul"
     weight = b.constant((out_f, in_f), "int8", out_f, "weight", weight_name)
     bias_tensor = None
@@ -440,8 +444,8 @@ def _layer_norm(b: GraphBuilder, scope: str, x: Value, fold_affine: bool) -> Val
     rsqrt = b.op("RSQRT", rsqrt_node, (shifted,), reduced, rsqrt_node)
     norm_node = b.node(f"{scope}/mul_1", sub_node, rsqrt_node)
     out = b.op("MUL", norm_node, (centred, rsqrt), shape, norm_node)
-    gamma_node = b.node(f"{scope}/mul_2", norm_node, b.capture())
-    beta_node = b.node(f"{scope}/add_1", gamma_node, b.capture())
+    gamma_node = b.node(f"{scope}/mul_2", norm_node, b.capture(f"{scope}/mul_2/y"))
+    beta_node = b.node(f"{scope}/add_1", gamma_node, b.capture(f"{scope}/add_1/y"))
     if not fold_affine:
         width = shape[-1]
         gamma = b.constant((width,), "int8", 1, "other", CAPTURED_CONSTANT)
@@ -496,8 +500,8 @@ def _add(b: GraphBuilder, name: str, x: Value, y: Value) -> Value:
 def vit_prologue(b: GraphBuilder, image: Value, cfg: TinyVitConfig) -> Value:
     """Patch embedding (conv + reshape) and the position embedding."""
     e, t, p, c = cfg.embed_dim, cfg.num_tokens, cfg.patch_size, cfg.in_channels
-    conv_node = b.node("patch_embed/Conv2D", image[0], b.capture())
-    conv_node = b.node("patch_embed/add", conv_node, b.capture())
+    conv_node = b.node("patch_embed/Conv2D", image[0], b.capture("patch_embed/Conv2D/filter"))
+    conv_node = b.node("patch_embed/add", conv_node, b.capture("patch_embed/add/y"))
     kernel = b.constant((e, p, p, c), "int8", e, "weight", "patch_embed/Conv2D")
     bias_name = f"patch_embed/add;patch_embed/Conv2D;{CAPTURED_CONSTANT}"
     kernel_bias = b.constant((e,), "int32", e, "bias", bias_name)
@@ -508,7 +512,7 @@ def vit_prologue(b: GraphBuilder, image: Value, cfg: TinyVitConfig) -> Value:
     reshape_node = b.node("patch_embed/Reshape", conv_node, b.node("patch_embed/Reshape/shape"))
     shape = b.index_constant((1, t, e), (3,))
     tokens = b.op("RESHAPE", reshape_node, (tokens, shape), (1, t, e), reshape_node)
-    position_node = b.node("pos_embed/add", reshape_node, b.capture())
+    position_node = b.node("pos_embed/add", reshape_node, b.capture("pos_embed/add/y"))
     position = b.constant((t, e), "int8", 1, "other", CAPTURED_CONSTANT)
     return position_node, b.op("ADD", position_node, (tokens, position), (1, t, e), position_node)
 

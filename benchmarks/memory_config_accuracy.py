@@ -8,8 +8,8 @@ does not depend on training) and compared:
   on the exported file: exact-match rate, max and mean absolute error;
 * config-based flash vs the .tflite size: exact-match rate, max / mean absolute and relative
   error;
-* the flash that ``compact_model`` saves by sharing per-channel zero-point vectors, against
-  the same file with only the names stripped;
+* the flash that ``compact_model`` saves by sharing per-channel zero-point and scale vectors
+  (and by its layout), against the same file with only the names stripped;
 * ``analyze_tflite`` vs the arena measured with the tflite-micro interpreter
   (``measure_tflm_arena``) on every model by default (``--measure-every N``: one pair of
   models, one per space, in N). The interpreter's bisection takes seconds per model, so
@@ -62,7 +62,7 @@ def sample_configs(count: int, seed: int) -> list[tuple[Any, Any]]:
 def export(space: Any, cfg: Any, cache_dir: Path, supernets: dict) -> tuple[bytes, int]:
     """The int8 .tflite the exporter makes from ``cfg``, compacted as in a bundle (the
     converter's output is cached in ``cache_dir``), and the size it would have with only the
-    names stripped (zero-point vectors not shared), for the savings column."""
+    names stripped (no vector shared), for the savings column."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     from edgekit.export import compact_model
@@ -223,7 +223,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["flash_under_n"] = sum(e < 0 for e in flash)
         entry["flash_under_max"] = -min(min(flash), 0)
         saved = [100 * (1 - r["file_bytes"] / r["names_only_bytes"]) for r in group]
-        entry["shared_zero_points_saved_pct"] = (min(saved), statistics.fmean(saved), max(saved))
+        entry["shared_vectors_saved_pct"] = (min(saved), statistics.fmean(saved), max(saved))
         measured = [r for r in group if "measured_arena" in r]
         if measured:
             errors = [abs(r["file_arena_8"] - r["measured_arena"]) for r in measured]
@@ -239,7 +239,7 @@ def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) ->
     print("| models | n | arena exact (64-bit) | max / mean err B | arena exact (32-bit) | "
           "max / mean err B | flash exact | flash max / mean err B | flash max / mean rel % | "
           "flash below the file: models (max B) | file vs measured (TFLM) | "
-          "shared zero points save: min / mean / max % |")  # fmt: skip
+          "shared vectors save: min / mean / max % |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in summary:
         measured = (
@@ -248,7 +248,7 @@ def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) ->
             if "measured_n" in s
             else "-"
         )
-        saved = " / ".join(f"{pct:.1f}" for pct in s["shared_zero_points_saved_pct"])
+        saved = " / ".join(f"{pct:.1f}" for pct in s["shared_vectors_saved_pct"])
         print(
             f"| {s['models']} | {s['n']} | {s['arena_8_exact_pct']:.1f}% | "
             f"{s['arena_8_max_err']} / {s['arena_8_mean_err']:.1f} | "

@@ -321,7 +321,9 @@ def arena_from_terms(
     temp = align_up(temp, align) + size * (tensor_count + scratch_count)
     most = max(most, used - rel + temp)
     plan_bytes = _PLANNER_BYTES_PER_BUFFER * request_count
-    most = max(most, used - align_down(rel, alignment) + align_up(temp, alignment) + plan_bytes)
+    most = max(
+        most, used - align_down(rel, alignment) + align_up(temp, alignment) + plan_bytes
+    )
     io = fixed.io_tensor
     for _ in range(2):  # the input's and the output's TfLiteTensor
         rel = (rel - pointer) // alignment * alignment

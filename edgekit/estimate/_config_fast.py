@@ -459,14 +459,8 @@ class _PatchLayer(NamedTuple):
 
 @functools.lru_cache(maxsize=4096)
 def _block_layers(
-    width: float,
-    in_channels: int,
-    rank: float,
-    block: int,
-    kernel: int,
-    expand: int,
-    strides: tuple[int, int],
-    fused: bool,
+    width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
+    strides: tuple[int, int], fused: bool,
 ) -> tuple[_PatchLayer, ...]:
     """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
     patch runs them, cut from a small config's layer plan (a config's own plan takes longer

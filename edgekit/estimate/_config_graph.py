@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,21 +334,15 @@ def shared_terms(tensor: Tensor) -> list[tuple[tuple, FlashTerms]]:
 def op_terms(op: Op) -> FlashTerms:
     """Flash of an operator's operand lists and options table (its own table is counted per
     opcode by ``model_bytes``). Cached: do not modify."""
-    first = op.inputs[0]
-    return _op_terms(
-        op.opcode,
-        len(op.inputs),
-        tuple(op.options.items()),
-        0 if first is None else len(first.shape),
-    )
+    first_rank = 0 if op.inputs[0] is None else len(op.inputs[0].shape)
+    return _op_terms(op.opcode, len(op.inputs), tuple(op.options.items()), first_rank)
 
 
 @functools.lru_cache(maxsize=4096)
 def _op_terms(opcode: str, inputs: int, options: tuple, first_rank: int) -> FlashTerms:
     terms = FlashTerms()
-    terms.operator_parts(
-        inputs, option_fields(opcode, _option_values(opcode, dict(options), first_rank))
-    )
+    values = _option_values(opcode, dict(options), first_rank)
+    terms.operator_parts(inputs, option_fields(opcode, values))
     return terms
 
 
@@ -372,11 +367,8 @@ def _option_values(opcode: str, options: dict[str, Any], first_rank: int) -> dic
 
 
 def op_counts(ops: list[Op]) -> dict[str, int]:
-    """Operators per opcode, in the order of first use (the converter's opcode order)."""
-    counts: dict[str, int] = {}
-    for op in ops:
-        counts[op.opcode] = counts.get(op.opcode, 0) + 1
-    return counts
+    """Operators per opcode."""
+    return dict(Counter(op.opcode for op in ops))
 
 
 def graph_flash_bytes(ops: list[Op], tensors: list[Tensor]) -> int:

@@ -145,14 +145,9 @@ def _cnn_conv(
     )  # fmt: skip
     opcode = "DEPTHWISE_CONV_2D" if layer.op == "depthwise_conv2d" else "CONV_2D"
     return last, b.op(
-        opcode,
-        last,
-        (tensor, weights.kernels[-1], bias),
-        (1, *out_hw, c_out),
-        out_name,
-        **options,
-        relu6=bool(layer.act),
-    )
+        opcode, last, (tensor, weights.kernels[-1], bias), (1, *out_hw, c_out), out_name,
+        **options, relu6=bool(layer.act),
+    )  # fmt: skip
 
 
 def _strided_slice(b: GraphBuilder, scope: str, x: Value, region: tuple[int, ...]) -> Value:
@@ -437,7 +432,9 @@ def _layer_norm(b: GraphBuilder, scope: str, x: Value, fold_affine: bool) -> Val
     variance_node = b.node(
         f"{scope}/Mean_1", square_node, b.node(f"{scope}/Mean_1/reduction_indices")
     )
-    variance = b.op("MEAN", variance_node, (square, axis), reduced, variance_node, keep_dims=True)
+    variance = b.op(
+        "MEAN", variance_node, (square, axis), reduced, variance_node, keep_dims=True
+    )
     add_node = b.node(f"{scope}/add", variance_node, b.node(f"{scope}/add/y"))
     shifted = b.op("ADD", add_node, (variance, eps), reduced, add_node)
     rsqrt_node = b.node(f"{scope}/Rsqrt", add_node)
@@ -509,12 +506,16 @@ def vit_prologue(b: GraphBuilder, image: Value, cfg: TinyVitConfig) -> Value:
         "CONV_2D", conv_node, (image[1], kernel, kernel_bias), (1, cfg.grid, cfg.grid, e),
         bias_name + "1", padding="VALID", stride=p, relu6=False,
     )  # fmt: skip
-    reshape_node = b.node("patch_embed/Reshape", conv_node, b.node("patch_embed/Reshape/shape"))
+    reshape_node = b.node(
+        "patch_embed/Reshape", conv_node, b.node("patch_embed/Reshape/shape")
+    )
     shape = b.index_constant((1, t, e), (3,))
     tokens = b.op("RESHAPE", reshape_node, (tokens, shape), (1, t, e), reshape_node)
     position_node = b.node("pos_embed/add", reshape_node, b.capture("pos_embed/add/y"))
     position = b.constant((t, e), "int8", 1, "other", CAPTURED_CONSTANT)
-    return position_node, b.op("ADD", position_node, (tokens, position), (1, t, e), position_node)
+    return position_node, b.op(
+        "ADD", position_node, (tokens, position), (1, t, e), position_node
+    )
 
 
 def vit_block(
@@ -551,9 +552,8 @@ def vit_epilogue(b: GraphBuilder, x: Value, num_classes: int) -> Value:
     embed = x[1].shape[-1]
     pool_node = b.node("pool/Mean", x[0], b.node("pool/Mean/reduction_indices"))
     axis = b.index_constant((1,), (), "pool/Mean/reduction_indices")
-    pooled = (
-        pool_node,
-        b.op("MEAN", pool_node, (x[1], axis), (1, embed), pool_node, keep_dims=False),
+    pooled = pool_node, b.op(
+        "MEAN", pool_node, (x[1], axis), (1, embed), pool_node, keep_dims=False
     )
     normed = _layer_norm(b, "norm", pooled, fold_affine=True)
     return _linear(b, "head", normed, embed, num_classes, folded_norm="norm",

@@ -219,14 +219,15 @@ def compact_model(model: bytes) -> bytes:
 def _predictable_builder() -> Any:
     """A flatbuffers builder whose output size is a sum of independent parts: each vtable is
     padded to 4 bytes (the builder would let the next table's 1-byte fields fill the gap,
-    which makes a table's size depend on what came before it), int64 vectors are shared by
-    content, and vectors written early (``early``) are reused when the packer asks for them."""
+    which makes a table's size depend on what came before it), the vectors ``_shared_vector``
+    names are shared by content, and vectors written early (``early``) are reused when the
+    packer asks for them."""
     from flatbuffers import builder as flatbuffers_builder
 
     class PredictableBuilder(flatbuffers_builder.Builder):
         def __init__(self) -> None:
             super().__init__(1024)
-            self.by_content: dict[bytes, int] = {}
+            self.by_content: dict[tuple[str, bytes], int] = {}
             self.early: dict[int, int] = {}  # id(array) -> its vector
 
         def CreateNumpyVector(self, x: np.ndarray) -> int:
@@ -253,9 +254,8 @@ def _shared_vector(x: np.ndarray) -> bool:
     patched layer's bias has the same ones in every patch). Single-element ones, the
     calibrated zero point and scale of each activation, are not shared: the file's size would
     then depend on calibration, which the config-based memory model cannot know."""
-    return (
-        x.size > 1 and x.dtype.kind in "if" and x.dtype.itemsize == 8 - 4 * (x.dtype.kind == "f")
-    )
+    kind, itemsize = x.dtype.kind, x.dtype.itemsize
+    return x.size > 1 and ((kind == "i" and itemsize == 8) or (kind == "f" and itemsize == 4))
 
 
 def _write_zero_points_first(packer: Any, model: Any) -> None:

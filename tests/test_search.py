@@ -388,8 +388,8 @@ def test_chosen_model_is_finetuned_exported_and_reported(
 def test_an_export_over_the_budgets_is_passed_over_for_the_next_choice(
     tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The config-based flash of patch-based CNNs is an estimate: the first export comes out
-    # over the flash budget its config met, so the search exports the next choice.
+    # The first export comes out over the flash budget its config met (as it could with a
+    # TensorFlow that converts differently), so the search exports the next choice.
     exported: list[str] = []
     over = lambda number: 10**9 if number == 1 else 60000  # noqa: E731
     monkeypatch.setattr(objectives, "export_subnet", _fake_exporter(exported, over))

@@ -435,9 +435,10 @@ class _Run:
     def _export_fitting(
         self, space: SearchSpace, supernet: tuple[nn.Module, str], trials: list[Trial]
     ) -> dict[str, Any] | None:
-        """Export the chosen model; should its export not fit the budgets (the config-based
-        flash can be a little low), pass it over and export the next choice, at most
-        ``EXPORT_ATTEMPTS`` times. Returns the last export made."""
+        """Export the chosen model; should its export not fit the budgets after all (the
+        memory model equals our exporter's output, but a TensorFlow that converts differently
+        may not), pass it over and export the next choice, at most ``EXPORT_ATTEMPTS`` times.
+        Returns the last export made."""
         passed_over = {key for key in misfits(self.store.records, self.budget)
                        if key[0] == space.name}  # fmt: skip
         record = None
@@ -447,9 +448,13 @@ class _Run:
             record = self._export(space, supernet, chosen, self.run_dir / "models" / folder)
             if export_fits(record, self.budget) or len(passed_over) == EXPORT_ATTEMPTS - 1:
                 break
-            logger.warning("%s: the exported %s does not fit %s (flash %d B); passing it over",
-                           space.name, chosen.genome, self.budget.describe(),
-                           record["flash_bytes"])  # fmt: skip
+            logger.warning(
+                "%s: the exported %s does not fit %s (flash %d B, estimated %d B; arena "
+                "estimated %d B): this TensorFlow converts differently from the one the memory "
+                "model follows; passing it over", space.name, chosen.genome,
+                self.budget.describe(), record["flash_bytes"], chosen.flash_bytes,
+                chosen.arena_bytes,
+            )  # fmt: skip
             passed_over.add(chosen.key)
         return record
 

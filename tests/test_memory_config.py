@@ -40,8 +40,6 @@ EXPORTED = [
     ("tiny-cnn", "r24-w0.35-rk0.75-p3s1-f2-k3.33.5.3-e2.23.2.2", 1),
     # A stride-1 first stage, patched over it: the patches' fused convs run at full resolution.
     ("tiny-cnn", "r24-st1-w0.35-rk1-p2s2-f1-fs1-k3.3.3.3-e3.2.2.2", 1),
-    # 3x3 project convs (ResNet's basic block), patched with a residual inside the patches.
-    ("tiny-cnn", "r24-st1-w0.35-rk1-p2s2-f1-fp3-k33.3.3.3-e32.2.2.2", 1),
     # Buffers the converter merges by content: the first patch's slice begins at zeros, as
     # 4-channel zero biases are (rk0.5, w0.5); a PAD that folds into one patch's conv only
     # (that patch's layer still gets the other patches' int8 range, so one bias buffer).

@@ -123,32 +123,6 @@ def test_stride_1_first_stage_keeps_the_stem_resolution(space: TinyCnnSpace) -> 
         space.decode("r32-st1-w0.5-rk1-p1-fs3-k3.3.5.7-e2.3.4.6")
 
 
-def test_3x3_project_convs_make_fused_blocks_basic_blocks(space: TinyCnnSpace) -> None:
-    old = "r32-st1-w0.5-rk0.5-p1-f2-fs1-k33.33.5.7-e22.23.4.6"
-    cfg = space.decode(old)
-    assert cfg.fused_project_kernel == 1 and space.encode(cfg) == old
-    basic = space.decode("r32-st1-w0.5-rk0.5-p1-f2-fp3-fs1-k33.33.5.7-e22.23.4.6")
-    assert basic == _with(cfg, fused_project_kernel=3)
-    assert space.encode(basic) == "r32-st1-w0.5-rk0.5-p1-f2-fp3-fs1-k33.33.5.7-e22.23.4.6"
-    layers = {layer.name: layer for layer in layer_plan(basic)}
-    second = layers["stages.0.1.project3"]  # dense 3x3, not low-rank, the block's residual
-    assert (second.kernel, second.rank, second.in_shape, second.out_shape) == (
-        3, 0, (32, 32, 32), (32, 32, 16)
-    )  # fmt: skip
-    assert second.residual_from == "stages.0.1.fused"
-    assert "stages.0.1.project" not in layers and "stages.2.0.project" in layers
-    assert space.count(basic).params > space.count(cfg).params
-    data = cfg.to_dict()
-    del data["fused_project_kernel"]  # saved before the knob existed
-    assert space.from_dict(data) == cfg
-    # Without fused stages the knob has no say: one canonical config.
-    plain = space.decode("r32-w0.5-rk1-p1-fp3-k3.3.5.7-e2.3.4.6")
-    assert plain.fused_project_kernel == 1
-    with pytest.raises(ConfigError, match=r"fused_project_kernel=3: expected 1 when fused_st"):
-        space.validate(_with(plain, fused_project_kernel=3))
-    assert space.largest().fused_project_kernel == 1 == space.smallest().fused_project_kernel
-
-
 def test_fused_stages_replace_expand_and_depthwise_by_one_3x3_conv(space: TinyCnnSpace) -> None:
     plain = space.decode("r32-w0.5-rk1-p1-k35.3.5.7-e23.3.4.6")
     fused = space.decode("r32-w0.5-rk1-p1-f2-k33.3.5.7-e23.3.4.6")
@@ -179,21 +153,19 @@ def test_sample_is_deterministic_and_covers_knobs(space: TinyCnnSpace) -> None:
     assert {c.stem_stride for c in first} == {1, 2}
     assert {c.fused_stages for c in first} == {0, 1, 2}
     assert {c.first_stage_stride for c in first} == {1, 2}
-    assert {c.fused_project_kernel for c in first} == {1, 3}
     assert {k for c in first for k in c.kernel_sizes} == {3, 5, 7}
 
 
 def test_any_in_bounds_vector_is_valid(space: TinyCnnSpace) -> None:
     bounds = space.vector_bounds()
-    assert len(bounds) == 9 + 4 + 2 * NUM_BLOCKS
+    assert len(bounds) == 8 + 4 + 2 * NUM_BLOCKS
     rng = random.Random(1)
     for _ in range(300):
         cfg = space.from_vector([rng.randrange(b) for b in bounds])
         space.validate(cfg)
         assert space.decode(space.encode(cfg)) == cfg
     assert space.from_vector([b - 1 for b in bounds]) == _with(
-        space.largest(), patch_grid=4, patch_stages=2, first_stage_stride=1,
-        fused_project_kernel=3,
+        space.largest(), patch_grid=4, patch_stages=2, first_stage_stride=1
     )
     assert space.from_vector([0] * len(bounds)) == space.smallest()
 
@@ -201,8 +173,8 @@ def test_any_in_bounds_vector_is_valid(space: TinyCnnSpace) -> None:
 @pytest.mark.parametrize(
     ("vector_change", "message"),
     [((0, 4), r"gene resolution=4: expected an index in \[0, 3\]"),
-     ((11, -1), r"gene depths\[2\]=-1"),
-     ((14, 1.0), r"gene kernel_sizes\[1\]=1.0: expected an integer index")],
+     ((10, -1), r"gene depths\[2\]=-1"),
+     ((13, 1.0), r"gene kernel_sizes\[1\]=1.0: expected an integer index")],
 )  # fmt: skip
 def test_bad_vectors_name_the_gene(
     space: TinyCnnSpace, vector_change: tuple[int, object], message: str
@@ -212,7 +184,7 @@ def test_bad_vectors_name_the_gene(
     vec[index] = value
     with pytest.raises(ConfigError, match=message):
         space.from_vector(vec)
-    with pytest.raises(ConfigError, match="expected 37 genes"):
+    with pytest.raises(ConfigError, match="expected 36 genes"):
         space.from_vector(vec[:-1])
 
 
@@ -409,7 +381,6 @@ def test_counts_match_flop_counter_and_numel(
         ("r40-w1-rk0.75-p4s2-k573.7.7.7-e346.6.2.3", (40, 40)),
         ("r40-w0.35-rk1-p3s1-k7.3.3.3-e6.2.2.2", (30, 22)),
         ("r32-st1-w0.35-rk1-p4s2-f1-fs1-k33.3.3.3-e32.2.2.2", (32, 32)),
-        ("r24-st1-w0.35-rk1-p3s2-f1-fp3-fs1-k33.3.3.3-e32.2.2.2", (24, 24)),
         ("r32-w1-rk0.5-p3s2-k55.3.3.3-e62.2.2.2", (29, 31)),
     ],
 )

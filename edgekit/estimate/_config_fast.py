@@ -277,7 +277,7 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
             d = depths[0]
             keys = [(
                 "patched", res, strides, width, cfg.patch_grid, cfg.in_channels, ratio,
-                kernels[:d], expands[:d], fused > 0, cfg.fused_project_kernel,
+                kernels[:d], expands[:d], fused > 0,
             )]  # fmt: skip
             first_stage = 1
     _, channels, stage_out = stage_channels(width)
@@ -289,17 +289,13 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
             stride = stage_strides[stage] if block == 0 else 1
             if stage >= first_stage:
                 hidden = make_divisible(channels * expands[i])
-                project_kernel = 1
                 if stage < fused:  # the fused conv is always 3x3 and never low-rank
                     kernel, expand_rank = 0, 0
-                    project_kernel = cfg.fused_project_kernel
                 else:
                     kernel, expand_rank = kernels[i], _rank(ratio, channels, hidden)
-                # A 3x3 project conv is dense.
-                project_rank = _rank(ratio, hidden, c_out) if project_kernel == 1 else 0
                 keys.append((
-                    size, channels, hidden, c_out, kernel, stride, expand_rank, project_kernel,
-                    project_rank, block > 0,
+                    size, channels, hidden, c_out, kernel, stride, expand_rank,
+                    _rank(ratio, hidden, c_out), block > 0,
                 ))  # fmt: skip
             size, channels = -(-size // stride), c_out
     keys.append(("head", size, channels, cfg.num_classes))
@@ -464,7 +460,7 @@ class _PatchLayer(NamedTuple):
 @functools.lru_cache(maxsize=4096)
 def _block_layers(
     width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
-    strides: tuple[int, int], fused: bool, project_kernel: int,
+    strides: tuple[int, int], fused: bool,
 ) -> tuple[_PatchLayer, ...]:
     """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
     patch runs them, cut from a small config's layer plan (a config's own plan takes longer
@@ -474,7 +470,6 @@ def _block_layers(
         rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(max(block + 1, 1), 1, 1, 1),
         kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12, stem_stride=strides[0],
         first_stage_stride=strides[1], fused_stages=int(fused),
-        fused_project_kernel=project_kernel if fused else 1,
     )  # fmt: skip
     layers = layer_plan(cfg)
     prefix = f"stages.0.{block}."
@@ -512,12 +507,11 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     depth, res, channels = cfg.depths[0], cfg.resolution, cfg.in_channels
     kernels, expands = cfg.kernel_sizes[:depth], cfg.expand_ratios[:depth]
     strides, fused = (cfg.stem_stride, cfg.first_stage_stride), cfg.fused_stages > 0
-    width, rank, project = cfg.width_mult, cfg.rank_ratio, cfg.fused_project_kernel
-    layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused, project)
+    width, rank = cfg.width_mult, cfg.rank_ratio
+    layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused)
     for block in range(depth):
         layers += _block_layers(
-            width, channels, rank, block, kernels[block], expands[block], strides, fused,
-            project,
+            width, channels, rank, block, kernels[block], expands[block], strides, fused
         )
     # layer_key: name [0], kernel [4], stride [5], residual_from [-1]
     shapes = tuple((layer.key[4], layer.key[5]) for layer in layers)

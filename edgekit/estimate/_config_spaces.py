@@ -310,13 +310,11 @@ def patched_key(cfg: TinyCnnConfig) -> TinyCnnConfig:
     """``cfg`` with every knob that does not shape the patched stages set to a fixed value."""
     plan_blocks = cfg.depths[0] if cfg.patch_stages >= 2 else 0
     keep = range(plan_blocks)
-    fused = min(cfg.fused_stages, 1 if plan_blocks else 0)
     return dataclasses.replace(
         cfg,
         num_classes=2,
         depths=(plan_blocks or 1, 1, 1, 1),
-        fused_stages=fused,
-        fused_project_kernel=cfg.fused_project_kernel if fused else 1,
+        fused_stages=min(cfg.fused_stages, 1 if plan_blocks else 0),
         kernel_sizes=tuple(k if i in keep else 3 for i, k in enumerate(cfg.kernel_sizes)),
         expand_ratios=tuple(e if i in keep else 2 for i, e in enumerate(cfg.expand_ratios)),
     )

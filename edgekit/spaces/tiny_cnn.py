@@ -9,9 +9,7 @@ Network (MobileNetV2's first four stages; every conv uses TensorFlow "SAME" padd
              1x1 expand -> BN -> ReLU6 -> kxk depthwise -> BN -> ReLU6 -> 1x1 project -> BN
              (+ block input on every block but a stage's first)
              or, in the first ``fused_stages`` stages, fused blocks (EfficientNetV2's
-             Fused-MBConv): 3x3 conv ``fused`` -> BN -> ReLU6 -> 1x1 project -> BN (+ input),
-             whose project conv is 3x3 (``project3``) with ``fused_project_kernel`` 3: two
-             dense 3x3 convs, ResNet's basic block
+             Fused-MBConv): 3x3 conv ``fused`` -> BN -> ReLU6 -> 1x1 project -> BN (+ input)
     global mean -> linear classifier
 
 Base widths ``STEM_CHANNELS``, ``FIRST_CHANNELS``, ``STAGE_CHANNELS`` are scaled by the width
@@ -56,10 +54,10 @@ Genome: ``r32-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22`` = resolution, width mu
 ratio, patches (``p1`` = whole image, ``p<n>s<stages>`` = n x n patches over the first stages),
 then the kernel sizes and expand ratios of the active blocks, one dot-separated group per stage
 (so the group lengths are the stage depths). A stride-1 stem adds the token ``st1``, fused
-first stages the token ``f<stages>``, 3x3 project convs in them ``fp3`` and a stride-1 first
-stage ``fs1`` (e.g. ``r32-st1-w0.5-rk1-p2s2-f2-fp3-fs1-k3.3.5.7-e2.3.4.6``); without them the
-stem and the first stage have stride 2 and no stage is fused, so genomes written before these
-knobs existed decode to the same networks.
+first stages the token ``f<stages>`` and a stride-1 first stage ``fs1`` (e.g.
+``r32-st1-w0.5-rk1-p2s2-f2-fs1-k3.3.5.7-e2.3.4.6``); without them the stem and the first stage
+have stride 2 and no stage is fused, so genomes written before these knobs existed decode to
+the same networks.
 
 This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_cnn_net`.
 """
@@ -92,9 +90,6 @@ STEM_STRIDES = (2, 1)  # the first is the default (and what configs without the 
 FIRST_STAGE_STRIDES = (2, 1)  # the first inverted-residual stage's stride (default first)
 FUSED_STAGES = (0, 1, 2)  # leading stages of fused blocks (later stages' maps are small)
 FUSED_KERNEL = 3
-# A fused block's project conv: 1x1 (Fused-MBConv) or 3x3 (with the fused conv, ResNet's basic
-# block: dense 3x3 pairs hold more weights per byte of activations than 1x1 convs do).
-FUSED_PROJECT_KERNELS = (1, 3)
 WIDTH_MULTS = (0.35, 0.5, 0.75, 1.0)
 RANK_RATIOS = (0.5, 0.75, 1.0)
 PATCH_GRIDS = (1, 2, 3, 4)
@@ -133,7 +128,6 @@ class TinyCnnConfig(ArchConfig):
     stem_stride: int = STEM_STRIDES[0]
     fused_stages: int = FUSED_STAGES[0]
     first_stage_stride: int = FIRST_STAGE_STRIDES[0]
-    fused_project_kernel: int = FUSED_PROJECT_KERNELS[0]
 
     def __post_init__(self) -> None:
         # JSON keeps 1.0 as 1.0, but hand-written configs may say 1; keep one canonical type.
@@ -254,19 +248,15 @@ def layer_plan(
             block, i = f"stages.{s}.{b}", s * MAX_DEPTH + b
             c_in, hidden = c, make_divisible(c * cfg.expand_ratios[i])
             stride = stage_strides[s] if b == 0 else 1
-            residual = None
             if s < cfg.fused_stages:
                 conv(f"{block}.fused", hidden, FUSED_KERNEL, stride, act=True)
-                residual = f"{block}.fused" if b > 0 else None
-                if cfg.fused_project_kernel > 1:  # dense, never low-rank
-                    conv(f"{block}.project3", c_out, cfg.fused_project_kernel,
-                         residual_from=residual)  # fmt: skip
-                    continue
+                first_layer = f"{block}.fused"
             else:
                 conv(f"{block}.expand", hidden, act=True, rank=pointwise_rank(c_in, hidden))
                 conv(f"{block}.dw", hidden, cfg.kernel_sizes[i], stride, depthwise=True,
                      act=True)  # fmt: skip
-                residual = f"{block}.expand" if b > 0 else None
+                first_layer = f"{block}.expand"
+            residual = first_layer if b > 0 else None
             conv(f"{block}.project", c_out, rank=pointwise_rank(hidden, c_out),
                  residual_from=residual)  # fmt: skip
     k = cfg.num_classes
@@ -407,7 +397,6 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "stem_stride": STEM_STRIDES,
     "fused_stages": FUSED_STAGES,
     "first_stage_stride": FIRST_STAGE_STRIDES,
-    "fused_project_kernel": FUSED_PROJECT_KERNELS,
     "width_mult": WIDTH_MULTS,
     "rank_ratio": RANK_RATIOS,
     "patch_grid": PATCH_GRIDS,
@@ -418,18 +407,16 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 }
 _SCALAR_KNOBS = (
     "resolution", "width_mult", "rank_ratio", "patch_grid", "patch_stages", "stem_stride",
-    "fused_stages", "first_stage_stride", "fused_project_kernel",
+    "fused_stages", "first_stage_stride",
 )
 _FLOAT_KNOBS = ("width_mult", "rank_ratio")
 _BLOCK_KNOBS = ("kernel_sizes", "expand_ratios")
 _GENOME_KEYS = {"r": "resolution", "st": "stem_stride", "w": "width_mult", "rk": "rank_ratio",
-                "p": "patch", "f": "fused_stages", "fp": "fused_project_kernel",
-                "fs": "first_stage_stride",
+                "p": "patch", "f": "fused_stages", "fs": "first_stage_stride",
                 "k": "kernel_sizes", "e": "expand_ratios"}  # fmt: skip
 # Tokens a genome may leave out (knobs added later): absent means this value.
 _OPTIONAL_TOKENS = {"stem_stride": STEM_STRIDES[0], "fused_stages": FUSED_STAGES[0],
-                    "first_stage_stride": FIRST_STAGE_STRIDES[0],
-                    "fused_project_kernel": FUSED_PROJECT_KERNELS[0]}  # fmt: skip
+                    "first_stage_stride": FIRST_STAGE_STRIDES[0]}  # fmt: skip
 _GENOME_TOKEN = re.compile(r"([a-z]+)(.*)")
 _PATCH_VALUE = re.compile(r"(\d+)(?:s(\d+))?")
 _EXAMPLE = "r32-w0.5-rk0.5-p2s1-k35.357.3.77-e34.346.6.22"
@@ -470,8 +457,6 @@ class TinyCnnSpace(SearchSpace):
         ]
         if knobs["patch_grid"] == 1:
             knobs["patch_stages"] = PATCH_STAGES[0]
-        if knobs["fused_stages"] == 0:
-            knobs["fused_project_kernel"] = FUSED_PROJECT_KERNELS[0]
         return TinyCnnConfig(
             num_classes=self.num_classes,
             in_channels=self.in_channels,
@@ -486,15 +471,12 @@ class TinyCnnSpace(SearchSpace):
         return self._make(**knobs)
 
     def largest(self) -> TinyCnnConfig:
-        """Every knob at its maximum (the stem at stride 1) except the patch knob, the
-        first stage's stride and the fused blocks' project kernel: whole-image execution
-        (grid 1), since patching changes how a network runs, not what it computes, stride 2
-        (see the module docstring) and 1x1 projects (3x3 ones at the teacher's widths would
-        make it several times slower to train)."""
+        """Every knob at its maximum (the stem at stride 1) except the patch knob and the
+        first stage's stride: whole-image execution (grid 1), since patching changes how a
+        network runs, not what it computes, and stride 2 (see the module docstring)."""
         return self._make(
             resolution=RESOLUTIONS[-1], stem_stride=STEM_STRIDES[-1],
             first_stage_stride=FIRST_STAGE_STRIDES[0],
-            fused_project_kernel=FUSED_PROJECT_KERNELS[0],
             fused_stages=FUSED_STAGES[-1], width_mult=WIDTH_MULTS[-1], rank_ratio=RANK_RATIOS[-1],
             patch_grid=1, patch_stages=PATCH_STAGES[0], depths=(DEPTHS[-1],) * NUM_STAGES,
             kernel_sizes=(KERNEL_SIZES[-1],) * NUM_BLOCKS,
@@ -505,7 +487,6 @@ class TinyCnnSpace(SearchSpace):
         return self._make(
             resolution=RESOLUTIONS[0], stem_stride=STEM_STRIDES[0],
             first_stage_stride=FIRST_STAGE_STRIDES[0],
-            fused_project_kernel=FUSED_PROJECT_KERNELS[0],
             fused_stages=FUSED_STAGES[0], width_mult=WIDTH_MULTS[0], rank_ratio=RANK_RATIOS[0],
             patch_grid=1, patch_stages=PATCH_STAGES[0], depths=(DEPTHS[0],) * NUM_STAGES,
             kernel_sizes=(KERNEL_SIZES[0],) * NUM_BLOCKS,
@@ -523,11 +504,6 @@ class TinyCnnSpace(SearchSpace):
             value = getattr(cfg, knob)
             if not _knob_ok(knob, value):
                 raise ConfigError(f"{knob}={value!r}: expected one of {_CHOICES[knob]}")
-        if cfg.fused_stages == 0 and cfg.fused_project_kernel != FUSED_PROJECT_KERNELS[0]:
-            raise ConfigError(
-                f"fused_project_kernel={cfg.fused_project_kernel!r}: expected "
-                f"{FUSED_PROJECT_KERNELS[0]} when fused_stages=0 (no fused blocks)"
-            )
         if cfg.patch_grid == 1 and cfg.patch_stages != PATCH_STAGES[0]:
             raise ConfigError(
                 f"patch_stages={cfg.patch_stages!r}: expected {PATCH_STAGES[0]} when "
@@ -572,8 +548,6 @@ class TinyCnnSpace(SearchSpace):
         patch = "p1" if cfg.patch_grid == 1 else f"p{cfg.patch_grid}s{cfg.patch_stages}"
         stem = "" if cfg.stem_stride == STEM_STRIDES[0] else f"-st{cfg.stem_stride}"
         fused = "" if cfg.fused_stages == FUSED_STAGES[0] else f"-f{cfg.fused_stages}"
-        if cfg.fused_project_kernel != FUSED_PROJECT_KERNELS[0]:
-            fused += f"-fp{cfg.fused_project_kernel}"
         first = (
             "" if cfg.first_stage_stride == FIRST_STAGE_STRIDES[0]
             else f"-fs{cfg.first_stage_stride}"

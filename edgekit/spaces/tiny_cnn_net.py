@@ -21,7 +21,6 @@ from edgekit.spaces.tiny_cnn import (
     DEPTHS,
     EXPAND_RATIOS,
     FUSED_KERNEL,
-    FUSED_PROJECT_KERNELS,
     FUSED_STAGES,
     KERNEL_SIZES,
     CnnLayer,
@@ -205,8 +204,7 @@ class TinyCnnSupernet(nn.Module):
 
     Module names match the extracted network's (``stem``, ``first.dw``, ``first.pw``,
     ``stages.<s>.<b>.expand|dw|project``, ``classifier``); blocks of the stages that can be
-    fused also hold ``fused``, the dense 3x3 conv a fused block runs instead of expand and dw,
-    and ``project3``, its 3x3 project conv (``fused_project_kernel`` 3).
+    fused also hold ``fused``, the dense 3x3 conv a fused block runs instead of expand and dw.
     New supernets start with the largest config active. In eval mode a config with
     ``patch_grid > 1`` runs patch by patch.
     """
@@ -235,8 +233,6 @@ class TinyCnnSupernet(nn.Module):
                 })  # fmt: skip
                 if stage < max(FUSED_STAGES):
                     block["fused"] = _ElasticConv(c_in, hidden, FUSED_KERNEL)
-                    kernel = max(FUSED_PROJECT_KERNELS)
-                    block["project3"] = _ElasticConv(hidden, c_out, kernel)
                 blocks.append(block)
                 c_in = c_out
             self.stages.append(blocks)

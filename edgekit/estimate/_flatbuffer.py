@@ -4,7 +4,7 @@
 the file's size is a sum of independent parts (see it for the two rules that make it so):
 
 * every object (vector, string, table) starts 4-byte aligned and its size depends only on
-  its own content: a vector of ``n`` elements of ``b`` bytes takes ``4 + align4(n * b)``, a
+  its own content: a vector of ``n`` elements of ``b`` bytes takes ``4 + align_up(n * b, 4)``, a
   table its fields (present when not the schema default) with their alignment padding;
 * every distinct table layout writes one vtable (``4 + 2 * slots`` bytes, padded to 4), and
   tables of any kind with the same layout share it;
@@ -22,6 +22,8 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from edgekit.estimate.layout import align_up
 
 Fields = tuple[tuple[int, int], ...]  # (slot, bytes) of the present fields, in packing order
 Layout = tuple[int, ...]  # a table's vtable: field offsets by slot, then the object size
@@ -82,17 +84,13 @@ _METADATA_BUFFERS = (("min_runtime_version", 16), ("CONVERSION_METADATA", 96))
 _FILE_HEADER = 8  # root offset and file identifier
 
 
-def align4(n: int) -> int:
-    return -(-n // 4) * 4
-
-
 def vector_bytes(count: int, item_bytes: int = 4) -> int:
     """A vector: its 4-byte length and its elements, padded to 4."""
-    return 4 + align4(count * item_bytes)
+    return 4 + align_up(count * item_bytes, 4)
 
 
 def string_bytes(length: int) -> int:
-    return 4 + align4(length + 1)
+    return 4 + align_up(length + 1, 4)
 
 
 @functools.cache
@@ -110,7 +108,7 @@ def table_layout(fields: Fields) -> tuple[int, Layout]:
 
 
 def vtable_bytes(layout: Layout) -> int:
-    return align4(2 * (len(layout) + 1))
+    return align_up(2 * (len(layout) + 1), 4)
 
 
 def option_fields(opcode: str, values: dict[str, Any]) -> Fields | None:
@@ -262,4 +260,4 @@ def file_bytes(object_bytes: int, vtables: int, int64_vectors: int, fillers: int
     pad 4 bytes each, then the header and the final alignment."""
     size = object_bytes + vtables + 4 * max(0, int64_vectors - 1 - fillers)
     alignment = 8 if int64_vectors else 4
-    return -(-(size + _FILE_HEADER) // alignment) * alignment
+    return align_up(size + _FILE_HEADER, alignment)

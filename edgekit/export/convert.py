@@ -235,7 +235,7 @@ def _predictable_builder() -> Any:
                 return self.early[id(x)]
             if not _shared_vector(x):
                 return super().CreateNumpyVector(x)
-            key = (x.dtype.str, x.tobytes())
+            key = _content(x)
             if key not in self.by_content:
                 self.by_content[key] = super().CreateNumpyVector(x)
             return self.by_content[key]
@@ -258,6 +258,11 @@ def _shared_vector(x: np.ndarray) -> bool:
     return x.size > 1 and ((kind == "i" and itemsize == 8) or (kind == "f" and itemsize == 4))
 
 
+def _content(x: np.ndarray) -> tuple[str, bytes]:
+    """What makes two vectors equal for ``compact_model``: their element type and bytes."""
+    return x.dtype.str, x.tobytes()
+
+
 def _write_zero_points_first(packer: Any, model: Any) -> None:
     """Write the int64 zero-point vectors (8-byte aligned: where they fall decides their
     padding) at the end of the file, before anything else, each followed by a vector of 4
@@ -272,7 +277,7 @@ def _write_zero_points_first(packer: Any, model: Any) -> None:
     def first_of_its_content(x: np.ndarray) -> bool:
         if not _shared_vector(x):
             return True
-        content = (x.dtype.str, x.tobytes())
+        content = _content(x)
         if content in seen:
             return False  # the packer hands out the vector already written
         seen.add(content)

@@ -203,7 +203,7 @@ class CnnLayer:
         return c_out * (c_in // self.groups) * self.kernel**2
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def layer_plan(
     cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None
 ) -> tuple[CnnLayer, ...]:
@@ -322,7 +322,7 @@ AxisStep = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 """One layer of one patch along one axis: (input range, zeros (before, after), output range)."""
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def axis_plan(
     out_size: int, grid: int, convs: tuple[tuple[int, int, int, int], ...]
 ) -> tuple[tuple[AxisStep, ...], ...]:
@@ -343,7 +343,7 @@ def axis_plan(
     return tuple(patches)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def patch_plan(cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None) -> PatchPlan | None:
     """The patch schedule of ``cfg`` (``None`` when ``patch_grid == 1``); pure Python."""
     n = cfg.patch_grid

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from edgekit.errors import ConfigError
+from edgekit.estimate import _config_fast, _flat_plan, from_config
 from edgekit.estimate._config_arena import _aligned_part, _smallest_fit
 from edgekit.estimate._config_plan import chain_high_water, plan_piece
 from edgekit.estimate.from_config import estimate_config, estimate_config_bytes
@@ -45,13 +46,26 @@ def _family_configs(count: int, seed: int) -> list:
     return configs
 
 
+@pytest.fixture(params=["chain planner", "compiled flat planner"])
+def planner(request, monkeypatch):
+    """tiny-cnn chains planned by the memoising chain planner, or (as in a search, after a
+    few hundred configs) by the compiled flat planner."""
+    flat = request.param == "compiled flat planner"
+    if flat and not _flat_plan.compiled():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1 if flat else 10**9)
+    from_config._estimate_bytes.cache_clear()
+    yield request.param
+    from_config._estimate_bytes.cache_clear()
+
+
 def _full(cfg, pointer_bytes: int) -> tuple[int, int]:
     estimate = estimate_config(cfg, pointer_bytes=pointer_bytes)
     return estimate.arena_bytes, estimate.flash_bytes
 
 
 @pytest.mark.parametrize("pointer_bytes", [4, 8])
-def test_fast_path_equals_the_full_synthesis_in_every_family(pointer_bytes):
+def test_fast_path_equals_the_full_synthesis_in_every_family(pointer_bytes, planner):
     for cfg in _family_configs(3, seed=10 + pointer_bytes):
         assert estimate_config_bytes(cfg, pointer_bytes) == _full(cfg, pointer_bytes), cfg
 
@@ -77,7 +91,7 @@ def test_configs_sharing_cached_pieces_are_still_exact():
         assert estimate_config_bytes(cfg) == _full(cfg, 4), cfg
 
 
-def test_patches_sharing_their_first_layers_are_exact():
+def test_patches_sharing_their_first_layers_are_exact(planner):
     """Two-stage patched configs are assembled from per-patch layers; patches whose first
     layers run on the same region share those ops in the converted graph (the converter
     merges them), with and without such sharing, for both pointer widths."""
@@ -135,7 +149,7 @@ def test_chain_planner_with_shrinking_tensors_equals_the_greedy_planner(seed, ma
     """Chains shaped like a CNN (tensors shrink along the chain, equal sizes within a stage),
     where the chain planner stops early: still TFLM's greedy high-water mark. Long pieces
     have long-lived tensors (like patch outputs kept for the concatenation); pieces planned
-    without memoising (transient) give the same mark."""
+    without memoising (transient) give the same mark, and so does the compiled flat planner."""
     rng = random.Random(seed)
     for _ in range(chains):
         scale = 16 * rng.randint(8, 64)
@@ -161,7 +175,9 @@ def test_chain_planner_with_shrinking_tensors_equals_the_greedy_planner(seed, ma
             scratch += [BufferRequest(s, base + scope, base + scope) for s, scope in extra]
             base += ops
         requests += scratch
-        assert chain_high_water(pieces, requests[0].size) == plan_greedy(requests).high_water
+        expected = plan_greedy(requests).high_water
+        assert chain_high_water(pieces, requests[0].size) == expected
+        assert _flat_plan.flat_high_water(pieces, requests[0].size) == expected
 
 
 @pytest.mark.parametrize("pointer_bytes", [4, 8])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgekit.errors import ConfigError
-from edgekit.estimate import MemoryModelError, analyze_tflite
+from edgekit.estimate import MemoryModelError, _flat_plan, analyze_tflite
 from edgekit.estimate._config_graph import reverse_post_order
 from edgekit.estimate._config_plan import chain_high_water, plan_piece
 from edgekit.estimate.from_config import (
@@ -234,7 +234,7 @@ def test_operator_order_is_tensorflows_reverse_post_order():
 @pytest.mark.parametrize("seed", range(4))
 def test_chain_planner_equals_the_greedy_planner(seed):
     """Random chains of pieces (few distinct sizes, so ties are common): the per-piece plan
-    gives TFLM's greedy high-water mark."""
+    and the flat plan give TFLM's greedy high-water mark."""
     rng = random.Random(seed)
     for _ in range(150):
         input_size = 16 * rng.randint(1, 6)
@@ -258,4 +258,9 @@ def test_chain_planner_equals_the_greedy_planner(seed):
             scratch += [BufferRequest(s, base + scope, base + scope) for s, scope in extra]
             base += ops
         requests += scratch
-        assert chain_high_water(pieces, input_size) == plan_greedy(requests).high_water
+        expected = plan_greedy(requests).high_water
+        assert chain_high_water(pieces, input_size) == expected
+        # Compiled (when numba is installed) and as plain Python.
+        assert _flat_plan.flat_high_water(pieces, input_size) == expected
+        columns = np.concatenate([piece.columns for piece in pieces], axis=1)
+        assert _flat_plan._greedy_high_water(columns, input_size) == expected

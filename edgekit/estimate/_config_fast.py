@@ -58,6 +58,7 @@ from edgekit.estimate._config_spaces import (
     pieces_of,
     start,
 )
+from edgekit.estimate._flat_plan import compiled, flat_high_water
 from edgekit.estimate._flatbuffer import (
     OPCODES,
     FlashTerms,
@@ -633,6 +634,10 @@ def _input_flash(shape: tuple[int, ...]) -> tuple[int, int]:
     return _pack(terms), _layout_bits(terms.layouts)
 
 
+_FLAT_AFTER = 200  # tiny-cnn configs estimated before the compiled planner takes over
+_cnn_configs = 0
+
+
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
     """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's."""
     bundles = _bundles(cfg, config)
@@ -658,6 +663,14 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
     flash += sum(merged.values()) + sum(shared.values())
     alignment = config.alignment
     input_bytes = -(-res * res * channels // alignment) * alignment
-    high_water = chain_high_water(plans, input_bytes)
+    # tiny-vit's chains repeat a few kinds of blocks, whose memoised partial plans the chain
+    # planner reuses (faster than planning all ~200 buffers); tiny-cnn's rarely repeat. The
+    # compiled planner costs ~1.5 s to load (5 s to compile once): worth it in a search only.
+    global _cnn_configs
+    _cnn_configs += isinstance(cfg, TinyCnnConfig)
+    if _cnn_configs > _FLAT_AFTER and isinstance(cfg, TinyCnnConfig) and compiled():
+        high_water = flat_high_water(plans, input_bytes)
+    else:
+        high_water = chain_high_water(plans, input_bytes)
     figures = arena_from_terms(runs, high_water, request_count, tensor_count, config)
     return figures, _flash_bytes(flash, layouts, bundles[0].first_opcode, tensor_count)

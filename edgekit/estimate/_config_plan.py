@@ -14,10 +14,15 @@ memoised), and then every piece is planned with both boundaries known. The resul
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from edgekit.estimate._flat_plan import piece_columns
 
 _SCRATCH = 1 << 40  # request-order class of scratch buffers: after every tensor
 _ids = itertools.count()
@@ -33,12 +38,34 @@ class PlanPiece:
     # (size, class, first, last) of its own buffers in planner order: largest first, equal
     # sizes in reverse request order (class: op index, or _SCRATCH + n for scratch).
     buffers: tuple[tuple[int, int, int, int], ...]
-    # For each buffer, the earlier ones (indices into ``buffers``) sharing a scope with it:
-    # all a placement looks at besides the boundary tensors.
-    conflicts: tuple[tuple[int, ...], ...]
     own_bytes: int  # all its buffers together: the most it can stack above its boundaries
     transient: bool = False  # rarely seen again: its plans are not memoised
     ident: int = field(default_factory=lambda: next(_ids))
+
+    @functools.cached_property
+    def conflicts(self) -> tuple[tuple[int, ...], ...]:
+        """For each buffer, the earlier ones (indices into ``buffers``) sharing a scope with
+        it: all a placement looks at besides the boundary tensors."""
+        buffers = self.buffers
+        alive: list[list[int]] = [[] for _ in range(self.ops + 1)]
+        conflicts = []
+        for i, (_, _, first, last) in enumerate(buffers):
+            scopes = alive[first : last + 1]
+            if last - first > 8:  # long-lived (a patch's output): test every earlier buffer
+                conflicts.append(tuple(
+                    j for j, (_, _, other_first, other_last) in enumerate(buffers[:i])
+                    if other_first <= last and first <= other_last
+                ))  # fmt: skip
+            else:
+                conflicts.append(tuple(dict.fromkeys(j for scope in scopes for j in scope)))
+            for scope in scopes:
+                scope.append(i)
+        return tuple(conflicts)
+
+    @functools.cached_property
+    def columns(self) -> np.ndarray:
+        """The piece for the compiled flat planner (see ``_flat_plan.piece_columns``)."""
+        return piece_columns(self.ops, self.entry_last, self.out_size, self.buffers, _SCRATCH)
 
 
 def plan_piece(
@@ -57,23 +84,8 @@ def plan_piece(
         for n, (size, scope) in enumerate(zip(scratch, scratch_scopes, strict=True))
     ]
     buffers.sort(key=lambda b: (b[0], b[1]), reverse=True)
-    alive: list[list[int]] = [[] for _ in range(ops + 1)]
-    conflicts = []
-    for i, (_, _, first, last) in enumerate(buffers):
-        scopes = alive[first : last + 1]
-        if last - first > 8:  # long-lived (a patch's output): test every earlier buffer
-            conflicts.append(tuple(
-                j for j, (_, _, other_first, other_last) in enumerate(buffers[:i])
-                if other_first <= last and first <= other_last
-            ))  # fmt: skip
-        else:
-            conflicts.append(tuple(dict.fromkeys(j for scope in scopes for j in scope)))
-        for scope in scopes:
-            scope.append(i)
     own_bytes = sum(b[0] for b in buffers)
-    return PlanPiece(
-        ops, entry_last, sizes[-1], tuple(buffers), tuple(conflicts), own_bytes, transient
-    )
+    return PlanPiece(ops, entry_last, sizes[-1], tuple(buffers), own_bytes, transient)
 
 
 def _fit(placed: list[tuple[int, int]], size: int) -> int:

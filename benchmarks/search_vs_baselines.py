@@ -198,7 +198,12 @@ def _same_pad(x: Any, kernel: int, stride: int) -> Any:
     return F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
 
 
-def _resnet8_module(num_classes: int, in_channels: int) -> Any:
+def _resnet8_module(
+    num_classes: int, in_channels: int, widths: tuple[int, ...] = (16, 16, 32, 64),
+    blocks: tuple[int, ...] = (1, 1, 1),
+) -> Any:
+    """ResNet-8 (the defaults), or a variant: stem width, then each stage's width and number
+    of residual stacks (the first of stages 2 and 3 halves the resolution)."""
     import torch
     import torch.nn as nn
 
@@ -218,7 +223,8 @@ def _resnet8_module(num_classes: int, in_channels: int) -> Any:
             super().__init__()
             self.conv1 = ConvBn(c_in, c_out, stride, act=True)
             self.conv2 = ConvBn(c_out, c_out, 1, act=False)
-            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride) if stride > 1 else None
+            projected = stride > 1 or c_in != c_out
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride) if projected else None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             skip = x if self.shortcut is None else self.shortcut(x)
@@ -227,9 +233,14 @@ def _resnet8_module(num_classes: int, in_channels: int) -> Any:
     class ResNet8(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.stem = ConvBn(in_channels, 16, 1, act=True)
-            self.stacks = nn.Sequential(Stack(16, 16, 1), Stack(16, 32, 2), Stack(32, 64, 2))
-            self.fc = nn.Linear(64, num_classes)
+            self.stem = ConvBn(in_channels, widths[0], 1, act=True)
+            stacks, c_in = [], widths[0]
+            for stage, (c_out, count) in enumerate(zip(widths[1:], blocks, strict=True)):
+                for block in range(count):
+                    stacks.append(Stack(c_in, c_out, 2 if stage and not block else 1))
+                    c_in = c_out
+            self.stacks = nn.Sequential(*stacks)
+            self.fc = nn.Linear(c_in, num_classes)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(self.stacks(self.stem(x)).mean(dim=(2, 3)))
@@ -336,7 +347,7 @@ def _resnet8_graph(module: Any, input_shape: tuple[int, int, int], num_classes: 
         return tf.matmul(x, fc[0]) + fc[1]
 
     return TfGraph(forward=forward, input_shape=input_shape, num_classes=num_classes,
-                   layers=("stack0", "stack1", "stack2"))  # fmt: skip
+                   layers=tuple(f"stack{i}" for i in range(len(stacks))))  # fmt: skip
 
 
 def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -106,11 +106,6 @@ def family(cfg: Any) -> str:
 
 
 def accuracy(pairs: list, cache_dir: Path, measure_every: int) -> list[dict[str, Any]]:
-    from edgekit.estimate import _config_fast
-
-    # What a search runs: tiny-cnn chains planned by the compiled flat planner, from the first
-    # config on (the tests check the chain planner on the same kinds of configs).
-    _config_fast._FLAT_AFTER = -1
     supernets: dict = {}
     rows = []
     for index, (space, cfg) in enumerate(pairs):
@@ -304,6 +299,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from edgekit.estimate import _config_fast
+
+    # What a search runs: tiny-cnn chains planned by the compiled flat planner, here from the
+    # first config on (the tests check the chain planner on the same kinds of configs).
+    _config_fast._FLAT_AFTER = -1
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     pairs = sample_configs(args.count, args.seed)

@@ -21,6 +21,7 @@ CPU training here is deterministic: a seed gives the same accuracy on every run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import multiprocessing
@@ -50,14 +51,14 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 def _footprint(name: str, num_classes: int, representative: Any) -> dict[str, Any]:
     """Arena and flash of the variant's int8 export (32-bit board build), MACs, parameters."""
     import torch
-    from search_vs_baselines import _resnet8_graph, _resnet8_module
-    from torch.utils.flop_counter import FlopCounterMode
+    from search_vs_baselines import _resnet8_counts, _resnet8_graph, _resnet8_module
 
     from edgekit.estimate import analyze_tflite
     from edgekit.export.convert import compact_model, convert_int8
 
     widths, blocks = VARIANTS[name]
     shape = representative.shape[1:]
+    macs, params = _resnet8_counts(num_classes, shape, widths, blocks)
     module = _resnet8_module(num_classes, shape[2], widths, blocks).eval()
     # As after training: untrained BatchNorms fold into all-zero biases, which the converter
     # stores once (less flash than the trained model).
@@ -65,25 +66,29 @@ def _footprint(name: str, num_classes: int, representative: Any) -> dict[str, An
     for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         for tensor in (bn.bias.data, bn.running_mean):
             tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-    with FlopCounterMode(display=False) as flops, torch.no_grad():
-        module(torch.zeros(1, shape[2], *shape[:2]))
     model = compact_model(convert_int8(_resnet8_graph(module, shape, num_classes),
                                        representative))  # fmt: skip
     board = analyze_tflite(model, pointer_bytes=4)
     return {"name": name, "widths": widths, "blocks": blocks,
-            "macs": flops.get_total_flops() // 2,
-            "params": sum(p.numel() for p in module.parameters()),
+            "macs": macs, "params": params,
             "arena_board_bytes": board.arena_bytes, "flash_bytes": board.flash_bytes}  # fmt: skip
+
+
+@functools.cache
+def _splits(path: Path) -> Any:
+    """The subset, decoded once per worker process (20,000 JPEGs)."""
+    from space_ceiling import _read_splits
+
+    return _read_splits(path)
 
 
 def _train_one(job: tuple[dict[str, Any], str, int, int]) -> dict[str, Any]:
     import torch
     from search_vs_baselines import _resnet8_module, _test_accuracy, _train
-    from space_ceiling import _read_splits
 
     row, splits_path, epochs, seed = job
     torch.set_num_threads(1)
-    splits = _read_splits(Path(splits_path))
+    splits = _splits(Path(splits_path))
     torch.manual_seed(seed)
     module = _resnet8_module(splits.num_classes, splits.train.x.shape[3], tuple(row["widths"]),
                              tuple(row["blocks"]))  # fmt: skip
@@ -107,14 +112,12 @@ def main() -> int:
     if not args.splits.is_file():
         print(f"{args.splits} not found: run `space_ceiling.py plan` first.")
         return 0
-    from space_ceiling import _read_splits
-
     args.out.mkdir(parents=True, exist_ok=True)
     footprints_path = args.out / "footprints.json"
     if footprints_path.is_file():
         footprints = json.loads(footprints_path.read_text())
     else:
-        splits = _read_splits(args.splits)
+        splits = _splits(args.splits)
         representative = splits.train.x[:200]
         footprints = [_footprint(name, splits.num_classes, representative) for name in VARIANTS]
         footprints_path.write_text(json.dumps(footprints, indent=1))

@@ -640,12 +640,16 @@ def _test_accuracy(network: Any, splits: Any, device: str = "cpu") -> float:
     return accuracy(logits.numpy(), splits.test.y)
 
 
-def _resnet8_counts(num_classes: int, input_shape: tuple[int, int, int]) -> tuple[int, int]:
-    """ResNet-8's MACs on one image (torch's FLOP counter / 2) and its parameters."""
+def _resnet8_counts(
+    num_classes: int, input_shape: tuple[int, int, int],
+    widths: tuple[int, ...] = (16, 16, 32, 64), blocks: tuple[int, ...] = (1, 1, 1),
+) -> tuple[int, int]:
+    """ResNet-8's (or a variant's, see _resnet8_module) MACs on one image (torch's FLOP
+    counter / 2) and its parameters."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    network = _resnet8_module(num_classes, input_shape[2]).eval()
+    network = _resnet8_module(num_classes, input_shape[2], widths, blocks).eval()
     with FlopCounterMode(display=False) as flops, torch.no_grad():
         network(torch.zeros(1, input_shape[2], *input_shape[:2]))
     return flops.get_total_flops() // 2, sum(p.numel() for p in network.parameters())

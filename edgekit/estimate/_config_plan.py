@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.estimate._flat_plan import piece_columns
+from edgekit.estimate._flat_plan import SCRATCH_CLASS, piece_columns
 
-_SCRATCH = 1 << 40  # request-order class of scratch buffers: after every tensor
 _ids = itertools.count()
 
 
@@ -36,7 +35,7 @@ class PlanPiece:
     entry_last: int  # last scope reading Z_in
     out_size: int  # Z_out, its last op's output
     # (size, class, first, last) of its own buffers in planner order: largest first, equal
-    # sizes in reverse request order (class: op index, or _SCRATCH + n for scratch).
+    # sizes in reverse request order (class: op index, or SCRATCH_CLASS + n for scratch).
     buffers: tuple[tuple[int, int, int, int], ...]
     own_bytes: int  # all its buffers together: the most it can stack above its boundaries
     transient: bool = False  # rarely seen again: its plans are not memoised
@@ -65,7 +64,7 @@ class PlanPiece:
     @functools.cached_property
     def columns(self) -> np.ndarray:
         """The piece for the compiled flat planner (see ``_flat_plan.piece_columns``)."""
-        return piece_columns(self.ops, self.entry_last, self.out_size, self.buffers, _SCRATCH)
+        return piece_columns(self.ops, self.entry_last, self.out_size, self.buffers)
 
 
 def plan_piece(
@@ -80,7 +79,7 @@ def plan_piece(
     """``sizes``/``lasts``: every op output (the last one is Z_out); all sizes aligned."""
     buffers = [(sizes[i], i, i + 1, lasts[i]) for i in range(ops - 1)]
     buffers += [
-        (size, _SCRATCH + n, scope, scope)
+        (size, SCRATCH_CLASS + n, scope, scope)
         for n, (size, scope) in enumerate(zip(scratch, scratch_scopes, strict=True))
     ]
     buffers.sort(key=lambda b: (b[0], b[1]), reverse=True)

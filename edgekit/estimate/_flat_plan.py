@@ -26,13 +26,14 @@ logger = logging.getLogger(__name__)
 
 # Sort key: size, then request order (both descending); request indices stay below this.
 _RANK_SPAN = 1 << 32
+SCRATCH_CLASS = 1 << 40  # a buffer's class: its op's index, or this + n for scratch buffer n
 
 
 def _greedy_high_water(columns: np.ndarray, input_size: int) -> int:
     """``columns``: every piece's :attr:`PlanPiece.columns` side by side. A piece's first
     column is its header (ops, entry_last, out_size, own buffer count), then one column per
-    own buffer (size, op index or -1 - scratch index, first, last; scopes from 1 at the
-    piece's first op)."""
+    own buffer (size, class (see SCRATCH_CLASS), first, last; scopes from 1 at the piece's
+    first op)."""
     total = columns.shape[1]
     total_ops = 0
     at = 0
@@ -58,8 +59,8 @@ def _greedy_high_water(columns: np.ndarray, input_size: int) -> int:
         for j in range(at + 1, at + 1 + own):
             klass = columns[1, j]
             size[n] = columns[0, j]
-            if klass < 0:  # the piece's scratch buffer number -1 - klass
-                rank[n] = 1 + total_ops + scratch_base - 1 - klass
+            if klass >= SCRATCH_CLASS:
+                rank[n] = 1 + total_ops + scratch_base + klass - SCRATCH_CLASS
                 own_scratch += 1
             else:
                 rank[n] = 1 + base + klass
@@ -116,7 +117,7 @@ def _kernel() -> Callable[[np.ndarray, int], int] | None:
     # cache=True: compiled once per installation (~5 s), then loaded (~1 s).
     kernel = njit(cache=True, nogil=True)(_greedy_high_water)
     try:
-        kernel(piece_columns(1, 1, 16, (), 0), 16)
+        kernel(piece_columns(1, 1, 16, ()), 16)
     except Exception as e:  # e.g. no writable cache folder: numba's errors have no common root
         logger.warning("the compiled memory planner is unavailable (%s); planning in Python", e)
         return None
@@ -129,18 +130,14 @@ def compiled() -> bool:
 
 
 def piece_columns(
-    ops: int, entry_last: int, out_size: int, buffers: Sequence[tuple[int, int, int, int]],
-    scratch_class: int,
+    ops: int, entry_last: int, out_size: int, buffers: Sequence[tuple[int, int, int, int]]
 ) -> np.ndarray:
     """A piece's columns (see :func:`_greedy_high_water`); ``buffers``: (size, class, first,
-    last), class ``scratch_class + k`` for its k-th scratch buffer."""
+    last)."""
     columns = np.empty((4, 1 + len(buffers)), np.int64)
     columns[:, 0] = (ops, entry_last, out_size, len(buffers))
     if buffers:
         columns[:, 1:] = np.array(buffers, np.int64).T
-        classes = columns[1, 1:]
-        scratch = classes >= scratch_class
-        classes[scratch] = -1 - (classes[scratch] - scratch_class)
     return columns
 
 

@@ -16,6 +16,9 @@ Run from the repository root after ``space_ceiling.py plan`` (for its ``splits.n
 
 Trained models are appended to ``results.jsonl`` in ``--out`` (a rerun skips them).
 CPU training here is deterministic: a seed gives the same accuracy on every run.
+``--ablations`` also trains ResNet-8 with each of tiny-resnet's differences from it and with
+tiny-cnn's supernet initialisation (``ABLATIONS``); ``--device cuda --workers 12`` trains on a
+GPU.
 """
 
 from __future__ import annotations
@@ -45,6 +48,18 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "wider stage 2": ((16, 16, 40, 56), (1, 1, 1)),
     "stages 2-3 at 48": ((16, 16, 48, 48), (1, 1, 1)),
     "narrow stem": ((8, 16, 32, 64), (1, 1, 1)),
+}
+# name: ``_resnet8_module`` keywords; ResNet-8's layout, one tiny-resnet difference at a time
+# (``--ablations``; trained whether or not they fit, footprints not measured).
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "no projection shortcuts": {"projection": False},
+    "ReLU6": {"relu6": True},
+    "activation before the add": {"relu_after_add": False},
+    "tiny-resnet's block (all three)": {"projection": False, "relu6": True,
+                                        "relu_after_add": False},
+    "all three but the shortcuts": {"relu6": True, "relu_after_add": False},
+    "all three but the activation": {"projection": False, "relu6": True},
+    "tiny-cnn's supernet initialisation": {"supernet_init": True},
 }
 
 
@@ -82,21 +97,23 @@ def _splits(path: Path) -> Any:
     return _read_splits(path)
 
 
-def _train_one(job: tuple[dict[str, Any], str, int, int]) -> dict[str, Any]:
+def _train_one(job: tuple[dict[str, Any], str, int, int, str]) -> dict[str, Any]:
     import torch
     from search_vs_baselines import _resnet8_module, _test_accuracy, _train
 
-    row, splits_path, epochs, seed = job
+    row, splits_path, epochs, seed, device = job
     torch.set_num_threads(1)
     splits = _splits(Path(splits_path))
     torch.manual_seed(seed)
     module = _resnet8_module(splits.num_classes, splits.train.x.shape[3], tuple(row["widths"]),
-                             tuple(row["blocks"]))  # fmt: skip
+                             tuple(row["blocks"]), **row.get("options", {}))  # fmt: skip
+    module = module.to(device)
     started = time.perf_counter()
-    _train(module, splits, epochs, seed, label=row["name"])
+    _train(module, splits, epochs, seed, label=row["name"], device=device)
     seconds = round(time.perf_counter() - started, 1)
-    return {**row, "seed": seed, "epochs": epochs, "train_seconds": seconds,
-            "device": cpu_name(), "fp32_test_accuracy": _test_accuracy(module, splits)}
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_name()
+    return {**row, "seed": seed, "epochs": epochs, "train_seconds": seconds, "device": where,
+            "fp32_test_accuracy": _test_accuracy(module, splits, device)}
 
 
 def main() -> int:
@@ -107,6 +124,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8, help="the search benchmark's 6 + 2")
     parser.add_argument("--seeds", type=int, default=1, help="trainings per variant")
     parser.add_argument("--workers", type=int, default=1, help="models trained at once")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also train ResNet-8 with tiny-resnet's differences (ABLATIONS)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if not args.splits.is_file():
@@ -131,9 +151,13 @@ def main() -> int:
         for line in results_path.read_text().splitlines():
             row = json.loads(line)
             done[row["name"], row.get("seed", 0)] = row
-    jobs = [(row, str(args.splits), args.epochs, seed)
+    if args.ablations:
+        widths, blocks = VARIANTS["resnet8"]
+        footprints += [{"name": name, "widths": widths, "blocks": blocks, "options": options,
+                        "fits": None} for name, options in ABLATIONS.items()]  # fmt: skip
+    jobs = [(row, str(args.splits), args.epochs, seed, args.device)
             for seed in range(args.seeds) for row in footprints
-            if row["fits"] and (row["name"], seed) not in done]  # fmt: skip
+            if row["fits"] is not False and (row["name"], seed) not in done]  # fmt: skip
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers) as pool, results_path.open("a") as out:
         for row in pool.imap_unordered(_train_one, jobs):
@@ -154,10 +178,12 @@ def main() -> int:
         accuracy = ", ".join(f"{score:.2f}%" for score in scores) or "-"
         mean = f"{statistics.fmean(scores):.2f}%" if scores else "-"
         seconds = ", ".join(f"{r['train_seconds']:.0f} s" for _, r in trained) or "-"
+        sizes = ("- | - | - | - | n/a" if row["fits"] is None else
+                 f"{row['macs']:,} | {row['params']:,} | {row['arena_board_bytes']:,} | "
+                 f"{row['flash_bytes']:,} | {'yes' if row['fits'] else 'no'}")  # fmt: skip
         print(f"| {row['name']} | {'/'.join(map(str, row['widths']))} | "
-              f"{'/'.join(map(str, row['blocks']))} | {row['macs']:,} | {row['params']:,} | "
-              f"{row['arena_board_bytes']:,} | {row['flash_bytes']:,} | "
-              f"{'yes' if row['fits'] else 'no'} | {accuracy} | {mean} | {seconds} |")
+              f"{'/'.join(map(str, row['blocks']))} | {sizes} | {accuracy} | {mean} | "
+              f"{seconds} |")  # fmt: skip
     return 0
 
 

@@ -1,4 +1,4 @@
-"""What the tiny-cnn space can reach under ResNet-8's budgets, trained from scratch (issue #6).
+"""What a search space can reach under ResNet-8's budgets, trained from scratch (issue #6).
 
 The search benchmark (``search_vs_baselines.py``) trains only a handful of architectures from
 scratch. This script trains many: ResNet-8 (several seeds, for the seed noise) and configs that
@@ -16,11 +16,18 @@ Run from the repository root, in three steps that each resume:
 ``plan`` (CPU, needs the memory model and CIFAR-10 at ``../shared/datasets/cifar10-jpeg75``)
 draws ``--samples`` random configs, keeps those that fit, and writes ``plan.json``: ResNet-8
 with ``--resnet8-seeds`` seeds, the ``--top`` fitting configs with the most MACs, ``--random``
-other fitting configs and any ``--genome`` given. It also writes ``splits.npz``: the training
-and test images the search benchmark uses (its stratified 10,000-image subset, as the original
-JPEG bytes, ~19 MB), so that the folder alone can be trained elsewhere (a GPU machine).
+other fitting configs and any ``--genome`` given (configs that differ in patches only compute
+the same function: each counts once, with the smallest patch grid that fits, and its MACs
+are the whole-image network's, without recomputed halos). It also writes ``splits.npz``: the
+training and test images the search benchmark uses (its stratified 10,000-image subset, as the
+original JPEG bytes, ~19 MB), so that the folder alone can be trained elsewhere (a GPU machine).
+Configs train from PyTorch's default initialisation, as ResNet-8 does.
+``plan --space tiny-resnet`` plans configs of another space (default: tiny-cnn).
 ``plan --from-results EARLIER --best N --top M --epochs E`` plans instead the N most accurate
 configs of an earlier run and the M others with the most MACs (to train them longer, say).
+``reseed --best N --seeds K`` (needs only the folder) adds seeds 1 .. K-1 of the N configs
+that scored best with seed 0 to ``plan.json``, so that a further ``train`` measures them over
+K seeds, as ResNet-8 is (one seed's spread is as large as the differences between the best).
 ``train`` needs only torch and the folder; it appends one line per trained model to
 ``results.jsonl`` (a killed run loses only the models in flight). ``rank --supernet PATH``
 measures every trained config's accuracy inherited from a supernet checkpoint, as the search
@@ -62,15 +69,15 @@ from search_vs_baselines import (  # noqa: E402
     _resnet8_module,
     _test_accuracy,
     _train,
+    torch_default_init,
 )
 
 logger = logging.getLogger("benchmarks.space_ceiling")
-SPACE = "tiny-cnn"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("plan", "train", "rank", "report"))
+    parser.add_argument("step", choices=("plan", "train", "reseed", "rank", "report"))
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "space-ceiling")
     parser.add_argument("--cifar", type=Path, default=DEFAULT_CIFAR)
     parser.add_argument("--baseline", type=Path, default=REPO / "runs" / "search-vs-baselines",
@@ -78,6 +85,8 @@ def main() -> int:
     parser.add_argument("--max-per-split", type=int, default=10000,
                         help="the search benchmark's subset (same default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--space", default="tiny-cnn", help="plan: the space to draw from")
+    parser.add_argument("--seeds", type=int, default=5, help="reseed: seeds per best config")
     parser.add_argument("--samples", type=int, default=30000, help="random configs drawn")
     parser.add_argument("--top", type=int, default=120, help="fitting configs with most MACs")
     parser.add_argument("--random", type=int, default=60, help="other random fitting configs")
@@ -87,7 +96,7 @@ def main() -> int:
                         help="plan: instead of drawing configs, take the --best most accurate "
                              "and then the --top with most MACs of this earlier --out "
                              "(e.g. to train them for more --epochs)")  # fmt: skip
-    parser.add_argument("--best", type=int, default=10, help="with --from-results")
+    parser.add_argument("--best", type=int, default=10, help="with --from-results; reseed")
     parser.add_argument("--epochs", type=int, default=8, help="the search benchmark's 6 + 2")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--workers", type=int, default=1, help="models trained at once")
@@ -108,6 +117,8 @@ def main() -> int:
         return 1
     elif args.step == "train":
         _train_all(args)
+    elif args.step == "reseed":
+        _reseed(args)
     elif args.step == "rank":
         for path in args.supernet:
             _rank(args, path)
@@ -119,7 +130,7 @@ def main() -> int:
 # --- plan ----------------------------------------------------------------------------------------
 def _plan(args: argparse.Namespace) -> None:
     from edgekit.data import load_dataset
-    from edgekit.search.objectives import fits_budget
+    from edgekit.search.objectives import fits_budget, same_function
     from edgekit.spaces import get_space
 
     resnet8_json = args.baseline / "resnet8.json"
@@ -129,7 +140,8 @@ def _plan(args: argparse.Namespace) -> None:
     baseline = json.loads(resnet8_json.read_text())
     splits = load_dataset(args.cifar, seed=args.seed, max_per_split=args.max_per_split)
     _write_splits(args.cifar, splits, args.out / "splits.npz")
-    space = get_space(SPACE, num_classes=splits.num_classes, in_channels=splits.input_shape[2])
+    space = get_space(args.space, num_classes=splits.num_classes,
+                      in_channels=splits.input_shape[2])  # fmt: skip
     board, budget = _board_budget(baseline)
     fitting: dict[str, int] = {}
     if args.from_results:
@@ -142,11 +154,19 @@ def _plan(args: argparse.Namespace) -> None:
         args.samples, args.random = len(earlier), 0
     else:
         rng = random.Random(args.seed + 2)
+        # Configs that differ in patches only compute the same function: one entry per
+        # whole-image network, with the smallest patch grid that fits, ranked by its MACs
+        # without the patches' recomputed halos.
+        chosen: dict[Any, Any] = {}
         for _ in range(args.samples):
             cfg = space.sample(rng)
-            genome = space.encode(cfg)
-            if genome not in fitting and fits_budget(space, cfg, board, budget):
-                fitting[genome] = space.count(cfg).macs
+            whole = same_function(space, cfg)
+            known = chosen.get(whole)
+            if (known is None or cfg.patch_grid < known.patch_grid) and fits_budget(
+                space, cfg, board, budget
+            ):
+                chosen[whole] = cfg
+        fitting = {space.encode(cfg): space.count(whole).macs for whole, cfg in chosen.items()}
     by_macs = sorted(fitting, key=fitting.__getitem__, reverse=True)
     top = by_macs[: args.top]
     rest = by_macs[args.top :]
@@ -164,7 +184,7 @@ def _plan(args: argparse.Namespace) -> None:
                 for _, label, g in labelled]  # fmt: skip
     source = (f"taken from {args.from_results}" if args.from_results else
               f"{len(fitting):,} of {args.samples:,} random configs fit")  # fmt: skip
-    plan = {"space": SPACE, "epochs": args.epochs, "source": source,
+    plan = {"space": args.space, "epochs": args.epochs, "source": source,
             "budget": {"arena": baseline["arena_board_bytes"], "flash": baseline["flash_bytes"]},
             "entries": entries}  # fmt: skip
     (args.out / "plan.json").write_text(json.dumps(plan, indent=1))
@@ -227,7 +247,8 @@ def _train_all(args: argparse.Namespace) -> None:
     todo = [e for e in plan["entries"] if _key(e) not in done]
     logger.info("%d of %d models left to train on %s", len(todo), len(plan["entries"]),
                 args.device)  # fmt: skip
-    jobs = [(e, plan["epochs"], str(args.out / "splits.npz"), args.device) for e in todo]
+    jobs = [(e, plan["epochs"], str(args.out / "splits.npz"), args.device, plan["space"])
+            for e in todo]  # fmt: skip
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.workers) as pool, results_path.open("a") as out:
         for finished, row in enumerate(pool.imap_unordered(_train_one, jobs), 1):
@@ -248,10 +269,25 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 
-def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
+def _reseed(args: argparse.Namespace) -> None:
+    plan = json.loads((args.out / "plan.json").read_text())
+    rows = [json.loads(line) for line in _lines(args.out / "results.jsonl")]
+    first = sorted((r for r in rows if r["kind"] == "config" and r["seed"] == args.seed),
+                   key=lambda r: r["fp32_test_accuracy"], reverse=True)  # fmt: skip
+    planned = {_key(e) for e in plan["entries"]}
+    added = [{**{k: r[k] for k in ("kind", "label", "genome")}, "seed": args.seed + i}
+             for r in first[: args.best] for i in range(1, args.seeds)]  # fmt: skip
+    added = [e for e in added if _key(e) not in planned]
+    plan["entries"] += added
+    (args.out / "plan.json").write_text(json.dumps(plan, indent=1))
+    logger.info("%d models added: seeds %d-%d of the %d best configs", len(added), args.seed + 1,
+                args.seed + args.seeds - 1, min(args.best, len(first)))  # fmt: skip
+
+
+def _train_one(job: tuple[dict[str, Any], int, str, str, str]) -> dict[str, Any]:
     from edgekit.spaces import get_space
 
-    entry, epochs, splits_path, device = job
+    entry, epochs, splits_path, device, space_name = job
     global _SPLITS
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = True  # one input shape per model
@@ -264,12 +300,17 @@ def _train_one(job: tuple[dict[str, Any], int, str, str]) -> dict[str, Any]:
     if entry["kind"] == "resnet8":
         module = _resnet8_module(splits.num_classes, in_channels).to(device)
     else:
-        space = get_space(SPACE, num_classes=splits.num_classes, in_channels=in_channels)
+        space = get_space(space_name, num_classes=splits.num_classes, in_channels=in_channels)
         cfg = space.decode(entry["genome"])
-        counts = space.count(cfg)
+        # Patches compute the whole image's outputs; whole-image execution trains faster.
+        whole = dataclasses.replace(cfg, patch_grid=1)
+        if hasattr(cfg, "patch_stages"):  # tiny-cnn's canonical form without patches
+            whole = dataclasses.replace(whole, patch_stages=space.smallest().patch_stages)
+        counts = space.count(whole)  # MACs without the patches' recomputed halos
         row.update(macs=counts.macs, params=counts.params)
-        whole = dataclasses.replace(cfg, patch_grid=1, patch_stages=space.smallest().patch_stages)
-        module = _Resized(space, space.extract(space.build_supernet(), whole).to(device), whole)
+        network = torch_default_init(space.extract(space.build_supernet(), whole))
+        row["init"] = "torch-default"
+        module = _Resized(space, network.to(device), whole)
     started = time.perf_counter()
     _train(module, splits, epochs, entry["seed"], label=row.get("genome", "ResNet-8"),
            device=device)  # fmt: skip
@@ -312,7 +353,8 @@ def _report(args: argparse.Namespace) -> str:
     plan = json.loads((args.out / "plan.json").read_text())
     rows = [json.loads(line) for line in _lines(args.out / "results.jsonl")]
     resnet8 = [r["fp32_test_accuracy"] for r in rows if r["kind"] == "resnet8"]
-    configs = sorted((r for r in rows if r["kind"] == "config"),
+    every_seed = [r for r in rows if r["kind"] == "config"]
+    configs = sorted((r for r in every_seed if r["seed"] == args.seed),
                      key=lambda r: r["fp32_test_accuracy"], reverse=True)  # fmt: skip
     if not resnet8 or not configs:
         return "no results yet"
@@ -358,7 +400,8 @@ def _report(args: argparse.Namespace) -> str:
     for rank, r in enumerate(configs[:10], 1):
         lines.append(f"| {rank} | `{r['genome']}` | {r['macs']:,} | {r['params']:,} | "
                      f"{100 * r['fp32_test_accuracy']:.2f}% | {r['train_seconds']:.0f} s |")
-    _plot(configs, resnet8, resnet8_macs, args.out / "ceiling.png")
+    lines += _seeds_table(every_seed, rows)
+    _plot(configs, resnet8, resnet8_macs, args.out / "ceiling.png", plan["space"])
     lines += ["", f"Plot: `{args.out / 'ceiling.png'}`."]
     return "\n".join(lines)
 
@@ -369,8 +412,33 @@ def _source(plan: dict[str, Any]) -> str:
     return f"{plan['fitting']:,} of {plan['samples']:,} random configs fit"  # older plans
 
 
+def _seeds_table(every_seed: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """The configs trained with several seeds, next to ResNet-8 over the same seeds."""
+    by_genome: dict[str, dict[int, float]] = {}
+    for r in every_seed:
+        by_genome.setdefault(r["genome"], {})[r["seed"]] = r["fp32_test_accuracy"]
+    resnet8 = {r["seed"]: r["fp32_test_accuracy"] for r in rows if r["kind"] == "resnet8"}
+    several = {g: accs for g, accs in by_genome.items() if len(accs) > 1}
+    if not several:
+        return []
+    lines = ["", "| config | seeds | fp32 test accuracy by seed | mean (std) | ResNet-8 on the "
+             "same seeds | better at |", "|---|---:|---|---:|---:|---:|"]  # fmt: skip
+    for genome, accs in sorted(several.items(), key=lambda x: -statistics.fmean(x[1].values())):
+        seeds = sorted(accs)
+        values = [accs[s] for s in seeds]
+        paired = [s for s in seeds if s in resnet8]
+        reference = (f"{100 * statistics.fmean(resnet8[s] for s in paired):.2f}%"
+                     if paired else "-")  # fmt: skip
+        better = sum(accs[s] > resnet8[s] for s in paired)
+        by_seed = ", ".join(f"{100 * v:.2f}" for v in values)
+        mean, std = 100 * statistics.fmean(values), 100 * statistics.stdev(values)
+        lines.append(f"| `{genome}` | {seeds[0]}-{seeds[-1]} | {by_seed} | {mean:.2f}% ({std:.2f})"
+                     f" | {reference} | {better} of {len(paired)} |")  # fmt: skip
+    return lines
+
+
 def _plot(configs: list[dict[str, Any]], resnet8: list[float], resnet8_macs: int,
-          path: Path) -> None:  # fmt: skip
+          path: Path, space: str) -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -389,7 +457,7 @@ def _plot(configs: list[dict[str, Any]], resnet8: list[float], resnet8_macs: int
                  s=80, color="black", label=f"ResNet-8, {len(resnet8)} seeds (mean {mean:.2f}%)")
     axis.set_xlabel("MACs (millions)")
     axis.set_ylabel("fp32 test accuracy (%)")
-    axis.set_title("tiny-cnn configs within ResNet-8's arena and flash, trained from scratch")
+    axis.set_title(f"{space} configs within ResNet-8's arena and flash, trained from scratch")
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

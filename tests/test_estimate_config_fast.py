@@ -21,17 +21,19 @@ torch.set_num_threads(1)
 
 def _family_configs(count: int, seed: int) -> list:
     """Random configs, the same number from each family: tiny-cnn whole-image, patched over
-    one stage, patched over two stages, tiny-vit (random classes and input channels)."""
+    one stage, patched over two stages, tiny-resnet, tiny-vit (random classes and input
+    channels)."""
     rng = random.Random(seed)
     families = {
         "whole-image": lambda c: c.patch_grid == 1,
         "patched 1 stage": lambda c: c.patch_grid > 1 and c.patch_stages == 1,
         "patched 2 stages": lambda c: c.patch_grid > 1 and c.patch_stages == 2,
-        "tiny-vit": lambda c: c.space == "tiny-vit",
+        "tiny-resnet": lambda c: True,
+        "tiny-vit": lambda c: True,
     }
     configs = []
-    for keep in families.values():
-        space_name = "tiny-vit" if keep is families["tiny-vit"] else "tiny-cnn"
+    for family, keep in families.items():
+        space_name = family if family.startswith("tiny-") else "tiny-cnn"
         found = 0
         while found < count:
             space = get_space(space_name, rng.choice([2, 10]), rng.choice([1, 3]))

@@ -110,6 +110,8 @@ def _op_names(model: bytes, graph: TfGraph) -> set[str]:
         ("tiny-cnn", CNN_GENOME),
         ("tiny-cnn", "r28-w0.5-rk0.5-p2s2-k35.357.3.77-e34.346.6.22"),
         ("tiny-cnn", "r32-w0.35-rk1-p3s1-k7.3.5.3-e6.2.3.4"),
+        ("tiny-resnet", "r24-c16-w16.24.32-d2.1.2-p1"),
+        ("tiny-resnet", "r24-c8-w16.16.24-d2.1.1-p3"),
         ("tiny-vit", VIT_GENOME),
         ("tiny-vit", "r24-p4-e48-d2-h4.1-m3.1-rk0.5"),
     ],

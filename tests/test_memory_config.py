@@ -45,6 +45,10 @@ EXPORTED = [
     # (that patch's layer still gets the other patches' int8 range, so one bias buffer).
     ("tiny-cnn", "r24-w0.5-rk0.5-p2s1-k3.3.3.3-e2.2.2.2", 1),
     ("tiny-cnn", "r28-st1-w0.35-rk1-p3s2-f1-k3.5.5.5-e6.2.3.4", 3),
+    # tiny-resnet: whole-image with residuals where a stage keeps its width (stem = stage 1,
+    # second blocks), and patched over a two-block first stage and a stride-2 block.
+    ("tiny-resnet", "r24-c16-w16.24.32-d1.2.1-p1", 3),
+    ("tiny-resnet", "r24-c8-w16.16.24-d2.1.1-p3", 1),
     ("tiny-vit", "r16-p8-e32-d1-h2-m2-rk0.25", 1),
     ("tiny-vit", "r24-p4-e48-d2-h4.1-m3.1-rk1.0", 3),
     ("tiny-vit", "r16-p4-e32-d2-h1.2-m1.4-rk0.5", 1),
@@ -208,7 +212,7 @@ def test_bad_requests_raise():
     cfg = get_space("tiny-cnn").smallest()
     with pytest.raises(MemoryModelError, match="pointer_bytes"):
         estimate_config_bytes(cfg, 2)
-    with pytest.raises(ConfigError, match="tiny-cnn or tiny-vit"):
+    with pytest.raises(ConfigError, match="tiny-resnet or tiny-vit"):
         estimate_config(object())  # type: ignore[arg-type]
     too_fine = dataclasses.replace(cfg, patch_grid=7, patch_stages=2, resolution=24)
     with pytest.raises(ConfigError, match="patch_grid"):

@@ -50,6 +50,7 @@ from edgekit.estimate._config_plan import PlanPiece, chain_high_water, clear_pla
 from edgekit.estimate._config_spaces import (
     INPUT_NAME,
     PATCH_NAME,
+    SpaceConfig,
     build_piece,
     cnn_patch_slice,
     cnn_patch_unit,
@@ -82,9 +83,6 @@ from edgekit.spaces.tiny_cnn import (
     stage_channels,
 )
 from edgekit.spaces.tiny_vit import TinyVitConfig
-
-SpaceConfig = TinyCnnConfig | TinyVitConfig
-
 
 # Flash figures of pieces are sums, so each is packed into one int that adds up field by
 # field: bytes, int64 vectors, fillers (see _flatbuffer.FlashTerms), then operators per opcode.
@@ -321,7 +319,12 @@ def _vit_keys(cfg: TinyVitConfig) -> list[tuple]:
 
 
 def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
-    keys = _cnn_keys(cfg) if isinstance(cfg, TinyCnnConfig) else _vit_keys(cfg)
+    if isinstance(cfg, TinyCnnConfig):
+        keys = _cnn_keys(cfg)
+    elif isinstance(cfg, TinyVitConfig):
+        keys = _vit_keys(cfg)
+    else:  # tiny-resnet: few distinct pieces, so keyed by the piece specs themselves
+        keys = pieces_of(cfg)
     cache = _BUNDLES.get(config)
     if cache is None or len(cache) > _MAX_BUNDLES:
         cache = _BUNDLES[config] = {}
@@ -334,7 +337,7 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
     for index, key in enumerate(keys):
         bundle = cache.get(key)
         if bundle is None:
-            if key[0] == "patched" and cfg.patch_stages == 2:
+            if key[0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
                 # Rarely seen again (and large): assembled anew, not kept.
                 bundle = _assembled_patched(cfg, config)
             else:

@@ -22,12 +22,16 @@ from edgekit.estimate._config_graph import (
 from edgekit.spaces._base import is_factorised, projection_rank
 from edgekit.spaces.tiny_cnn import (
     CnnLayer,
+    PatchPlan,
     PatchStep,
     TinyCnnConfig,
     layer_plan,
     patch_plan,
     same_padding,
 )
+from edgekit.spaces.tiny_resnet import STAGE_WIDTHS, TinyResnetConfig
+from edgekit.spaces.tiny_resnet import layer_plan as resnet_layer_plan
+from edgekit.spaces.tiny_resnet import patch_plan as resnet_patch_plan
 from edgekit.spaces.tiny_vit import HEAD_DIM, TinyVitConfig
 
 Value = tuple[str, Tensor]  # (TensorFlow node, TFLite tensor)
@@ -189,7 +193,13 @@ def cnn_patched(b: GraphBuilder, image: Value, cfg: TinyCnnConfig) -> Value:
     """The patched first stages (``edgekit.export.tiny_cnn._run_patches``)."""
     plan = patch_plan(cfg)
     assert plan is not None
-    layers = layer_plan(cfg)[: plan.num_layers]
+    return patched_layers(b, image, layer_plan(cfg)[: plan.num_layers], plan)
+
+
+def patched_layers(
+    b: GraphBuilder, image: Value, layers: tuple[CnnLayer, ...], plan: PatchPlan
+) -> Value:
+    """``layers`` run patch by patch as ``plan`` says, then concatenated."""
     weights = {layer.name: _cnn_weights(b, layer, True) for layer in layers}
     rows: list[Value] = []
     for i in range(plan.grid):
@@ -322,26 +332,47 @@ def patched_key(cfg: TinyCnnConfig) -> TinyCnnConfig:
 
 def cnn_pieces(cfg: TinyCnnConfig) -> list[tuple[str, object]]:
     """The pieces of ``cfg``'s graph, in order, as (kind, hashable key)."""
-    layers = layer_plan(cfg)
     plan = patch_plan(cfg)
-    pieces: list[tuple[str, object]] = []
-    start_layer = 0
+    patched = [] if plan is None else [("cnn patched", patched_key(cfg))]
+    # A block (expand, dw, project or fused, project) is one piece: its skip stays inside.
+    # The stem and the first block make one piece too (fewer pieces to assemble per config).
+    return _layer_pieces(
+        cfg, layer_plan(cfg), plan, patched, (".expand", ".dw", ".fused", "stem")
+    )
+
+
+def resnet_pieces(cfg: TinyResnetConfig) -> list[tuple[str, object]]:
+    """The pieces of a tiny-resnet config's graph: the patched part (keyed by the fields that
+    shape it), then one piece per basic block (its skip stays inside), the stem and the head."""
+    plan = resnet_patch_plan(cfg)
+    patched = []
     if plan is not None:
-        pieces.append(("cnn patched", patched_key(cfg)))
-        start_layer = plan.num_layers
+        widths, depths = (*cfg.widths[:2], STAGE_WIDTHS[2][0]), (cfg.depths[0], 1, 1)
+        key = dataclasses.replace(cfg, num_classes=2, widths=widths, depths=depths)
+        patched = [("resnet patched", key)]
+    return _layer_pieces(cfg, resnet_layer_plan(cfg), plan, patched, (".conv1",))
+
+
+def _layer_pieces(
+    cfg: TinyCnnConfig | TinyResnetConfig,
+    layers: tuple[CnnLayer, ...],
+    plan: PatchPlan | None,
+    pieces: list[tuple[str, object]],
+    continued: tuple[str, ...],
+) -> list[tuple[str, object]]:
+    """``pieces`` (the patched part, if any), then the whole-image conv layers grouped into
+    pieces that end at every layer whose name does not end with one of ``continued``, then
+    the head."""
     group: list[CnnLayer] = []
-    for layer in layers[start_layer:]:
+    for layer in layers[0 if plan is None else plan.num_layers :]:
         if not layer.is_conv:
             break
         group.append(layer)
-        # A block (expand, dw, project or fused, project) is one piece: its skip stays inside.
-        # The stem and the first block make one piece too (fewer pieces to assemble per config).
-        if not layer.name.endswith((".expand", ".dw", ".fused")) and layer.name != "stem":
+        if not layer.name.endswith(continued):
             pieces.append(("cnn layers", tuple(layer_key(layer) for layer in group)))
             group = []
     assert not group
-    pool = layers[-2]
-    pieces.append(("cnn head", (pool.in_shape, cfg.num_classes)))
+    pieces.append(("cnn head", (layers[-2].in_shape, cfg.num_classes)))
     return pieces
 
 
@@ -360,11 +391,16 @@ def build_cnn_piece(b: GraphBuilder, kind: str, key: object, x: Value) -> Value:
     if kind == "cnn layers":
         assert isinstance(key, tuple)
         return cnn_layers(b, x, tuple(CnnLayer(*layer) for layer in key))
+    if kind == "resnet patched":
+        assert isinstance(key, TinyResnetConfig)
+        plan = resnet_patch_plan(key)
+        assert plan is not None
+        return patched_layers(b, x, resnet_layer_plan(key)[: plan.num_layers], plan)
     in_shape, num_classes = key  # type: ignore[misc]
     return cnn_head(b, x, in_shape[2], num_classes)
 
 
-def cnn_entry_shape(cfg: TinyCnnConfig) -> tuple[int, ...]:
+def cnn_entry_shape(cfg: TinyCnnConfig | TinyResnetConfig) -> tuple[int, ...]:
     return (1, cfg.resolution, cfg.resolution, cfg.in_channels)
 
 
@@ -604,19 +640,26 @@ def vit_entry_shape(kind: str, key: object) -> tuple[int, ...]:
 
 
 # --- whole graphs ---------------------------------------------------------------------------
-def pieces_of(cfg: TinyCnnConfig | TinyVitConfig) -> list[tuple[str, object]]:
-    return cnn_pieces(cfg) if isinstance(cfg, TinyCnnConfig) else vit_pieces(cfg)
+SpaceConfig = TinyCnnConfig | TinyResnetConfig | TinyVitConfig
+
+
+def pieces_of(cfg: SpaceConfig) -> list[tuple[str, object]]:
+    if isinstance(cfg, TinyCnnConfig):
+        return cnn_pieces(cfg)
+    if isinstance(cfg, TinyResnetConfig):
+        return resnet_pieces(cfg)
+    return vit_pieces(cfg)
 
 
 def build_piece(b: GraphBuilder, kind: str, key: object, x: Value, index: int = 0) -> Value:
-    if kind.startswith("cnn"):
+    if kind.startswith(("cnn", "resnet")):
         return build_cnn_piece(b, kind, key, x)
     return build_vit_piece(b, kind, key, x, index)
 
 
 def piece_entry_shape(kind: str, key: object) -> tuple[int, ...]:
     """The shape of the tensor a piece reads (for building it on its own)."""
-    if kind == "cnn patched":
+    if kind in ("cnn patched", "resnet patched"):
         return cnn_entry_shape(key)  # type: ignore[arg-type]
     if kind == "cnn layers":
         return (1, *key[0][2])  # type: ignore[index]
@@ -625,7 +668,7 @@ def piece_entry_shape(kind: str, key: object) -> tuple[int, ...]:
     return vit_entry_shape(kind, key)
 
 
-def build_graph(cfg: TinyCnnConfig | TinyVitConfig) -> GraphBuilder:
+def build_graph(cfg: SpaceConfig) -> GraphBuilder:
     """The whole converted graph of ``cfg`` on one builder (the reference synthesis)."""
     b = GraphBuilder()
     pieces = pieces_of(cfg)

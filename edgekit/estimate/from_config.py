@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Protocol
 from edgekit.errors import ConfigError
 from edgekit.estimate._config_fast import fast_figures
 from edgekit.estimate._config_graph import graph_flash_bytes, model_info
-from edgekit.estimate._config_spaces import build_graph
+from edgekit.estimate._config_spaces import SpaceConfig, build_graph
 from edgekit.estimate.report import analyze_model, runtime_for
 from edgekit.estimate.runtime import RuntimeConfig
 from edgekit.spaces import ArchConfig, get_space
 from edgekit.spaces.tiny_cnn import TinyCnnConfig
+from edgekit.spaces.tiny_resnet import TinyResnetConfig
 from edgekit.spaces.tiny_vit import TinyVitConfig
 from edgekit.units import format_size
 
@@ -93,11 +94,11 @@ def _runtime_for(pointer_bytes: int, alignment: int) -> RuntimeConfig:
     return runtime_for(pointer_bytes, alignment)
 
 
-def _checked(cfg: ArchConfig) -> TinyCnnConfig | TinyVitConfig:
-    if not isinstance(cfg, TinyCnnConfig | TinyVitConfig):
+def _checked(cfg: ArchConfig) -> SpaceConfig:
+    if not isinstance(cfg, TinyCnnConfig | TinyResnetConfig | TinyVitConfig):
         raise ConfigError(
-            f"no config-based memory model for {type(cfg).__name__}; expected a tiny-cnn or "
-            "tiny-vit config"
+            f"no config-based memory model for {type(cfg).__name__}; expected a tiny-cnn, "
+            "tiny-resnet or tiny-vit config"
         )
     return cfg
 
@@ -156,7 +157,7 @@ def estimate_config_bytes(
 
 
 @functools.lru_cache(maxsize=65536)
-def _estimate_bytes(cfg: TinyCnnConfig | TinyVitConfig, runtime: RuntimeConfig) -> tuple[int, int]:
+def _estimate_bytes(cfg: SpaceConfig, runtime: RuntimeConfig) -> tuple[int, int]:
     try:
         figures, flash = fast_figures(cfg, runtime)
     except NotImplementedError:  # a runtime the fast path does not cover (alignment < 8)

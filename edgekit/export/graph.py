@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # Space name -> module holding its builder ``build(module, cfg) -> TfGraph``.
 BUILDERS: dict[str, str] = {
     "tiny-cnn": "edgekit.export.tiny_cnn",
+    "tiny-resnet": "edgekit.export.tiny_resnet",
     "tiny-vit": "edgekit.export.tiny_vit",
 }
 

@@ -23,6 +23,7 @@ import torch.nn as nn
 from edgekit.export.errors import ExportError
 from edgekit.export.graph import TfGraph
 from edgekit.spaces.tiny_cnn import CnnLayer, PatchPlan, TinyCnnConfig, layer_plan, patch_plan
+from edgekit.spaces.tiny_resnet import TinyResnetConfig
 
 # A patch's name scope: the converter gives each layer one int8 range over all patches.
 PATCH_SCOPE = r"patch\d+_\d+/"
@@ -110,10 +111,20 @@ def _run_patches(
 
 def build(module: nn.Module, cfg: TinyCnnConfig) -> TfGraph:
     """The TensorFlow graph of the extracted tiny-cnn network ``module`` for ``cfg``."""
+    return build_layers(module, cfg, layer_plan(cfg), patch_plan(cfg))
+
+
+def build_layers(
+    module: nn.Module,
+    cfg: TinyCnnConfig | TinyResnetConfig,
+    layers: tuple[CnnLayer, ...],
+    plan: PatchPlan | None,
+) -> TfGraph:
+    """The TensorFlow graph of an extracted network of tiny-cnn layers (``module`` holds
+    one unit per conv layer, by name, and ``classifier``) run as ``plan`` says; ``cfg`` gives
+    the input resolution, channels and classes."""
     if module.training:
-        raise ExportError("the tiny-cnn network must be in eval mode to fold its BatchNorm")
-    layers = layer_plan(cfg)
-    plan = patch_plan(cfg)
+        raise ExportError(f"the {cfg.space} network must be in eval mode to fold its BatchNorm")
     weights = {
         layer.name: _fold(module.get_submodule(layer.name), layer)
         for layer in layers

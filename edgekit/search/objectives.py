@@ -83,12 +83,13 @@ def latency_ms(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile) -> flo
 def same_function(space: SearchSpace, cfg: ArchConfig) -> ArchConfig:
     """The config computing the same function as ``cfg`` that is cheapest to evaluate in
     PyTorch: tiny-cnn's patch-based execution (MCUNetV2) changes how a network runs, not its
-    outputs (tested equal), so accuracy is measured whole-image, several times faster."""
+    outputs (tested equal), so accuracy is measured whole-image, several times faster (same
+    for tiny-resnet's patches)."""
     if getattr(cfg, "patch_grid", 1) == 1:
         return cfg
-    whole = dataclasses.replace(
-        cfg, patch_grid=1, patch_stages=space.choices()["patch_stages"][0]
-    )
+    whole = dataclasses.replace(cfg, patch_grid=1)
+    if hasattr(cfg, "patch_stages"):  # tiny-cnn's canonical form without patches
+        whole = dataclasses.replace(whole, patch_stages=space.choices()["patch_stages"][0])
     space.validate(whole)
     return whole
 

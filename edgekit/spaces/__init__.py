@@ -17,6 +17,7 @@ def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
 def _load_builtin() -> None:
     # Imported here so that the registry fills on first use and import cycles stay impossible.
     import edgekit.spaces.tiny_cnn
+    import edgekit.spaces.tiny_resnet
     import edgekit.spaces.tiny_vit  # noqa: F401
 
 

@@ -68,6 +68,7 @@ import functools
 import operator
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -353,7 +354,14 @@ def patch_plan(cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None) -> P
     num_layers = 3  # the stem and the first block, then (two stages) the first stage's blocks
     if cfg.patch_stages >= 2:
         num_layers += sum(layer.name.startswith("stages.0.") for layer in layers)
-    prefix = layers[:num_layers]
+    return plan_patches(layers[:num_layers], n)
+
+
+def plan_patches(prefix: Sequence[CnnLayer], grid: int) -> PatchPlan:
+    """The schedule that runs the conv layers ``prefix`` (a network's first layers) on a
+    ``grid`` x ``grid`` grid of output patches; raises ConfigError when their output is
+    smaller than the grid."""
+    n = grid
     out_h, out_w, _ = prefix[-1].out_shape
     if min(out_h, out_w) < n:
         raise ConfigError(
@@ -378,10 +386,10 @@ def patch_plan(cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None) -> P
             ]  # fmt: skip
             _check_residuals(prefix, steps)
             patches.append(tuple(steps))
-    return PatchPlan(n, num_layers, tuple(patches))
+    return PatchPlan(n, len(prefix), tuple(patches))
 
 
-def _check_residuals(prefix: tuple[CnnLayer, ...], steps: list[PatchStep]) -> None:
+def _check_residuals(prefix: Sequence[CnnLayer], steps: list[PatchStep]) -> None:
     regions = {step.layer: step.in_region for step in steps}
     for layer, step in zip(prefix, steps, strict=True):
         if layer.residual_from:
@@ -389,6 +397,16 @@ def _check_residuals(prefix: tuple[CnnLayer, ...], steps: list[PatchStep]) -> No
             y0, y1, x0, x1 = step.out_region
             # Holds because a residual block's depthwise conv has stride 1 and kernel >= 1.
             assert sy0 <= y0 and y1 <= sy1 and sx0 <= x0 and x1 <= sx1, (layer.name, step)
+
+
+def count_layers(layers: Sequence[CnnLayer], plan: PatchPlan | None) -> Counts:
+    """Params and MACs of a network of ``layers``, including its patches' halo recompute."""
+    macs = sum(layer.macs for layer in layers)
+    if plan is not None:
+        for i, layer in enumerate(layers[: plan.num_layers]):
+            pixels = sum(_area(steps[i].out_region) for steps in plan.patches)
+            macs += (pixels - layer.out_shape[0] * layer.out_shape[1]) * layer.macs_per_pixel()
+    return Counts(params=sum(layer.params for layer in layers), macs=macs)
 
 
 # --- the space ---------------------------------------------------------------------------------
@@ -692,13 +710,7 @@ class TinyCnnSpace(SearchSpace):
 
     def count(self, cfg: ArchConfig) -> Counts:
         """Params and MACs of the extracted module, including the patches' halo recompute."""
-        layers, plan = self.layer_plan(cfg), self.patch_plan(cfg)
-        macs = sum(layer.macs for layer in layers)
-        if plan is not None:
-            for i, layer in enumerate(layers[: plan.num_layers]):
-                pixels = sum(_area(steps[i].out_region) for steps in plan.patches)
-                macs += (pixels - layer.out_shape[0] * layer.out_shape[1]) * layer.macs_per_pixel()
-        return Counts(params=sum(layer.params for layer in layers), macs=macs)
+        return count_layers(self.layer_plan(cfg), self.patch_plan(cfg))
 
     def input_shape(self, cfg: ArchConfig) -> tuple[int, int, int]:
         self.validate(cfg)
@@ -734,10 +746,12 @@ __all__ = [
     "PatchStep",
     "TinyCnnConfig",
     "TinyCnnSpace",
+    "count_layers",
     "is_factorised",
     "layer_plan",
     "make_divisible",
     "patch_plan",
+    "plan_patches",
     "projection_rank",
     "same_padding",
     "stage_channels",

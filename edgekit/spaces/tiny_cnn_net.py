@@ -330,18 +330,10 @@ class TinyCnnNet(nn.Module):
 
 
 @torch.no_grad()
-def extract(supernet: nn.Module, cfg: TinyCnnConfig) -> TinyCnnNet:
-    """A :class:`TinyCnnNet` for ``cfg`` with weights and BN statistics copied from
-    ``supernet``; in the same train / eval mode as the supernet."""
-    if not isinstance(supernet, TinyCnnSupernet):
-        raise ConfigError(f"expected a tiny-cnn supernet, got {type(supernet).__name__}")
-    if (supernet.num_classes, supernet.in_channels) != (cfg.num_classes, cfg.in_channels):
-        raise ConfigError(
-            f"config has num_classes={cfg.num_classes}, in_channels={cfg.in_channels}; the "
-            f"supernet has {supernet.num_classes}, {supernet.in_channels}"
-        )
-    net = TinyCnnNet(cfg)
-    for layer in layer_plan(cfg):
+def copy_weights(supernet: nn.Module, net: nn.Module, layers: Sequence[CnnLayer]) -> None:
+    """Copy each of ``layers``' slice of the supernet's elastic units (weights and BatchNorm
+    state) into ``net``'s plain module of the same name."""
+    for layer in layers:
         if layer.op == "mean":
             continue
         source, target = supernet.get_submodule(layer.name), net.get_submodule(layer.name)
@@ -369,6 +361,21 @@ def extract(supernet: nn.Module, cfg: TinyCnnConfig) -> TinyCnnNet:
             getattr(target.bn, name).copy_(getattr(source.bn, name)[:k])
         target.bn.num_batches_tracked.copy_(source.bn.num_batches_tracked)
         target.bn.momentum = source.bn.momentum
+
+
+@torch.no_grad()
+def extract(supernet: nn.Module, cfg: TinyCnnConfig) -> TinyCnnNet:
+    """A :class:`TinyCnnNet` for ``cfg`` with weights and BN statistics copied from
+    ``supernet``; in the same train / eval mode as the supernet."""
+    if not isinstance(supernet, TinyCnnSupernet):
+        raise ConfigError(f"expected a tiny-cnn supernet, got {type(supernet).__name__}")
+    if (supernet.num_classes, supernet.in_channels) != (cfg.num_classes, cfg.in_channels):
+        raise ConfigError(
+            f"config has num_classes={cfg.num_classes}, in_channels={cfg.in_channels}; the "
+            f"supernet has {supernet.num_classes}, {supernet.in_channels}"
+        )
+    net = TinyCnnNet(cfg)
+    copy_weights(supernet, net, layer_plan(cfg))
     net.train(supernet.training)
     logger.debug("extracted tiny-cnn subnet %s", cfg)
     return net
@@ -379,6 +386,7 @@ __all__ = [
     "SlicedBatchNorm2d",
     "TinyCnnNet",
     "TinyCnnSupernet",
+    "copy_weights",
     "extract",
     "prepare_input",
     "run_layers",

@@ -30,6 +30,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         "num_random": 1,
         "smallest_weight": 6.0,
     },
+    # Not tuned yet: tiny-cnn's settings (both are CNNs of conv + BatchNorm + ReLU6 units).
+    "tiny-resnet": {
+        "epochs": 12,
+        "batch_size": 32,
+        "lr": 0.05,
+        "optimizer": "sgd",
+        "weight_decay": 5e-4,
+        "num_random": 1,
+        "smallest_weight": 6.0,
+    },
     "tiny-vit": {
         "epochs": 50,
         "batch_size": 32,

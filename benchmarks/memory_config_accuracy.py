@@ -1,8 +1,8 @@
 """Config-based memory model vs the file-based one (and the real interpreter), and its speed.
 
-For ``--count`` random configs from both spaces (1 or 3 input channels) the int8 model is
-exported exactly as ``edgekit.export`` ships it, compacted (random supernet weights: memory
-does not depend on training) and compared:
+For ``--count`` random configs from the ``--spaces`` (default tiny-cnn and tiny-vit; 1 or 3
+input channels) the int8 model is exported exactly as ``edgekit.export`` ships it, compacted
+(random supernet weights: memory does not depend on training) and compared:
 
 * config-based arena (``estimate_config_bytes``, 64- and 32-bit builds) vs ``analyze_tflite``
   on the exported file: exact-match rate, max and mean absolute error;
@@ -45,12 +45,14 @@ from edgekit.estimate.from_config import estimate_config_bytes, trained_like_wei
 from edgekit.spaces import get_space
 
 
-def sample_configs(count: int, seed: int) -> list[tuple[Any, Any]]:
+def sample_configs(
+    count: int, seed: int, spaces: tuple[str, ...] = ("tiny-cnn", "tiny-vit")
+) -> list[tuple[Any, Any]]:
     """(space, config) pairs alternating between the spaces, random input channels."""
     rng = random.Random(seed)
     out = []
     while len(out) < count:
-        space = get_space(("tiny-cnn", "tiny-vit")[len(out) % 2], 10, rng.choice([1, 3]))
+        space = get_space(spaces[len(out) % len(spaces)], 10, rng.choice([1, 3]))
         cfg = space.sample(rng)
         try:
             estimate_config_bytes(cfg)
@@ -100,8 +102,8 @@ def measured_arena(model: bytes, cache_dir: Path) -> int:
 
 
 def family(cfg: Any) -> str:
-    if cfg.space == "tiny-vit":
-        return "tiny-vit"
+    if cfg.space != "tiny-cnn":
+        return cfg.space
     return "tiny-cnn patched" if cfg.patch_grid > 1 else "tiny-cnn whole-image"
 
 
@@ -201,7 +203,7 @@ def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for name in ("all", "tiny-cnn whole-image", "tiny-cnn patched", "tiny-vit"):
+    for name in ("all", "tiny-cnn whole-image", "tiny-cnn patched", "tiny-resnet", "tiny-vit"):
         group = [r for r in rows if name == "all" or r["family"] == name]
         if not group:
             continue
@@ -273,6 +275,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200, help="random configs to export")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spaces", nargs="+", default=["tiny-cnn", "tiny-vit"],
+                        help="spaces the configs alternate between (default: %(default)s)")
     parser.add_argument(
         "--measure-every", type=int, default=1,
         help="measure with the TFLM interpreter one pair of models in N (1: all, 0: never)",
@@ -306,7 +310,7 @@ def main() -> None:
     _config_fast._FLAT_AFTER = -1
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    pairs = sample_configs(args.count, args.seed)
+    pairs = sample_configs(args.count, args.seed, tuple(args.spaces))
     rows = accuracy(pairs, args.cache_dir, args.measure_every)
     accuracy_seconds = time.perf_counter() - started
     speeds = (

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,6 +35,33 @@ def is_factorised(rank: int, in_features: int, out_features: int) -> bool:
     """Whether a rank-``rank`` projection is stored as two stacked layers (else one dense one,
     which is smaller and computes the same function)."""
     return rank * (in_features + out_features) < in_features * out_features
+
+
+def knobs_from_vector(
+    vec: Sequence[int],
+    genes: Sequence[tuple[str, int | None]],
+    choices: Callable[[str, int | None], tuple[Any, ...]],
+) -> dict[str, Any]:
+    """The knob values a search vector picks. ``genes`` names each gene (knob, and its position
+    for per-stage / per-block knobs, else None), ``choices(knob, position)`` its values; knobs
+    with positions become lists in gene order. Raises ConfigError naming a bad gene."""
+    if len(vec) != len(genes):
+        raise ConfigError(f"vector of length {len(vec)}: expected {len(genes)} genes")
+    knobs: dict[str, Any] = {}
+    for (knob, position), index in zip(genes, vec, strict=True):
+        allowed = choices(knob, position)
+        gene = knob if position is None else f"{knob}[{position}]"
+        try:
+            index = operator.index(index)  # accepts numpy integers, rejects floats
+        except TypeError as e:
+            raise ConfigError(f"gene {gene}={index!r}: expected an integer index") from e
+        if not 0 <= index < len(allowed):
+            raise ConfigError(f"gene {gene}={index}: expected an index in [0, {len(allowed) - 1}]")
+        if position is None:
+            knobs[knob] = allowed[index]
+        else:
+            knobs.setdefault(knob, []).append(allowed[index])
+    return knobs
 
 
 @dataclass(frozen=True)

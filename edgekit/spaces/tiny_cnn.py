@@ -65,7 +65,6 @@ This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_cn
 from __future__ import annotations
 
 import functools
-import operator
 import random
 import re
 from collections.abc import Sequence
@@ -79,6 +78,7 @@ from edgekit.spaces._base import (
     Counts,
     SearchSpace,
     is_factorised,
+    knobs_from_vector,
     projection_rank,
 )
 
@@ -674,26 +674,7 @@ class TinyCnnSpace(SearchSpace):
         return out
 
     def from_vector(self, vec: list[int]) -> TinyCnnConfig:
-        genes = self._genes()
-        if len(vec) != len(genes):
-            raise ConfigError(f"vector of length {len(vec)}: expected {len(genes)} genes")
-        knobs: dict[str, Any] = {"depths": [], **{k: [] for k in _BLOCK_KNOBS}}
-        for (knob, i), index in zip(genes, vec, strict=True):
-            allowed = _CHOICES[knob]
-            gene = knob if i is None else f"{knob}[{i}]"
-            try:
-                index = operator.index(index)  # accepts numpy integers, rejects floats
-            except TypeError as e:
-                raise ConfigError(f"gene {gene}={index!r}: expected an integer index") from e
-            if not 0 <= index < len(allowed):
-                raise ConfigError(
-                    f"gene {gene}={index}: expected an index in [0, {len(allowed) - 1}]"
-                )
-            if i is None:
-                knobs[knob] = allowed[index]
-            else:
-                knobs[knob].append(allowed[index])
-        return self._make(**knobs)
+        return self._make(**knobs_from_vector(vec, self._genes(), lambda knob, _: _CHOICES[knob]))
 
     # --- numbers -----------------------------------------------------------------------------
     def layer_plan(self, cfg: ArchConfig) -> tuple[CnnLayer, ...]:

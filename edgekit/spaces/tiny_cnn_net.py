@@ -114,15 +114,39 @@ def _run_patches(
     return torch.cat(rows, dim=2)
 
 
-def _plans(
-    cfg: TinyCnnConfig, x: torch.Tensor, patches: bool
-) -> tuple[tuple[CnnLayer, ...], PatchPlan | None]:
+PlanOf = Callable[..., tuple[CnnLayer, ...]]
+PatchPlanOf = Callable[..., PatchPlan | None]
+
+
+def run_config(
+    cfg: TinyCnnConfig,
+    x: torch.Tensor,
+    apply: Apply,
+    patches: bool,
+    plans: tuple[PlanOf, PatchPlanOf] = (layer_plan, patch_plan),
+) -> torch.Tensor:
+    """Run ``cfg``'s network on NCHW ``x`` (its actual size) through :func:`run_layers`, patch
+    by patch where ``patches`` and the config say so. ``plans``: the space's ``layer_plan``
+    and ``patch_plan`` functions (tiny-resnet passes its own)."""
     if x.dim() != 4 or x.shape[1] != cfg.in_channels:
         raise ConfigError(
             f"input of shape {tuple(x.shape)}: expected (N, {cfg.in_channels}, H, W)"
         )
     hw = (int(x.shape[2]), int(x.shape[3]))
-    return layer_plan(cfg, hw), patch_plan(cfg, hw) if patches else None
+    layer_plan_of, patch_plan_of = plans
+    plan = patch_plan_of(cfg, hw) if patches else None
+    return run_layers(layer_plan_of(cfg, hw), plan, apply, x)
+
+
+def check_supernet(supernet: nn.Module, expected: type, cfg: TinyCnnConfig) -> None:
+    """Raise ConfigError unless ``supernet`` is an ``expected`` supernet for ``cfg``'s data."""
+    if not isinstance(supernet, expected):
+        raise ConfigError(f"expected a {cfg.space} supernet, got {type(supernet).__name__}")
+    if (supernet.num_classes, supernet.in_channels) != (cfg.num_classes, cfg.in_channels):
+        raise ConfigError(
+            f"config has num_classes={cfg.num_classes}, in_channels={cfg.in_channels}; the "
+            f"supernet has {supernet.num_classes}, {supernet.in_channels}"
+        )
 
 
 # --- supernet ----------------------------------------------------------------------------------
@@ -260,8 +284,7 @@ class TinyCnnSupernet(nn.Module):
         self._active = cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers, plan = _plans(self._active, x, patches=not self.training)
-        return run_layers(layers, plan, self._apply_layer, x)
+        return run_config(self._active, x, self._apply_layer, not self.training)
 
     def _apply_layer(self, layer: CnnLayer, x: torch.Tensor, pads: Pads) -> torch.Tensor:
         return self.get_submodule(layer.name)(x, layer, pads)
@@ -321,8 +344,7 @@ class TinyCnnNet(nn.Module):
         self.classifier = nn.Linear(c_in, cfg.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers, plan = _plans(self.config, x, patches=not self.training)
-        return run_layers(layers, plan, self._apply_layer, x)
+        return run_config(self.config, x, self._apply_layer, not self.training)
 
     def _apply_layer(self, layer: CnnLayer, x: torch.Tensor, pads: Pads) -> torch.Tensor:
         module = self.get_submodule(layer.name)
@@ -367,13 +389,7 @@ def copy_weights(supernet: nn.Module, net: nn.Module, layers: Sequence[CnnLayer]
 def extract(supernet: nn.Module, cfg: TinyCnnConfig) -> TinyCnnNet:
     """A :class:`TinyCnnNet` for ``cfg`` with weights and BN statistics copied from
     ``supernet``; in the same train / eval mode as the supernet."""
-    if not isinstance(supernet, TinyCnnSupernet):
-        raise ConfigError(f"expected a tiny-cnn supernet, got {type(supernet).__name__}")
-    if (supernet.num_classes, supernet.in_channels) != (cfg.num_classes, cfg.in_channels):
-        raise ConfigError(
-            f"config has num_classes={cfg.num_classes}, in_channels={cfg.in_channels}; the "
-            f"supernet has {supernet.num_classes}, {supernet.in_channels}"
-        )
+    check_supernet(supernet, TinyCnnSupernet, cfg)
     net = TinyCnnNet(cfg)
     copy_weights(supernet, net, layer_plan(cfg))
     net.train(supernet.training)
@@ -386,8 +402,10 @@ __all__ = [
     "SlicedBatchNorm2d",
     "TinyCnnNet",
     "TinyCnnSupernet",
+    "check_supernet",
     "copy_weights",
     "extract",
     "prepare_input",
+    "run_config",
     "run_layers",
 ]

@@ -37,7 +37,6 @@ The layer plan is tiny-cnn's (:class:`~edgekit.spaces.tiny_cnn.CnnLayer`): layer
 from __future__ import annotations
 
 import functools
-import operator
 import random
 import re
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgekit.errors import ConfigError
 from edgekit.spaces import register_space
-from edgekit.spaces._base import ArchConfig, Counts, SearchSpace
+from edgekit.spaces._base import ArchConfig, Counts, SearchSpace, knobs_from_vector
 from edgekit.spaces.tiny_cnn import CnnLayer, PatchPlan, count_layers, plan_patches, same_padding
 
 if TYPE_CHECKING:
@@ -305,26 +304,7 @@ class TinyResnetSpace(SearchSpace):
         return out
 
     def from_vector(self, vec: list[int]) -> TinyResnetConfig:
-        genes = self._genes()
-        if len(vec) != len(genes):
-            raise ConfigError(f"vector of length {len(vec)}: expected {len(genes)} genes")
-        knobs: dict[str, Any] = {"widths": [], "depths": []}
-        for (knob, s), index in zip(genes, vec, strict=True):
-            allowed = self._gene_choices(knob, s)
-            gene = knob if s is None else f"{knob}[{s}]"
-            try:
-                index = operator.index(index)  # accepts numpy integers, rejects floats
-            except TypeError as e:
-                raise ConfigError(f"gene {gene}={index!r}: expected an integer index") from e
-            if not 0 <= index < len(allowed):
-                raise ConfigError(
-                    f"gene {gene}={index}: expected an index in [0, {len(allowed) - 1}]"
-                )
-            if s is None:
-                knobs[knob] = allowed[index]
-            else:
-                knobs[knob].append(allowed[index])
-        return self._make(**knobs)
+        return self._make(**knobs_from_vector(vec, self._genes(), self._gene_choices))
 
     # --- numbers -----------------------------------------------------------------------------
     def layer_plan(self, cfg: ArchConfig) -> tuple[CnnLayer, ...]:

@@ -13,15 +13,15 @@ import logging
 import torch
 import torch.nn as nn
 
-from edgekit.errors import ConfigError
-from edgekit.spaces.tiny_cnn import CnnLayer, PatchPlan
+from edgekit.spaces.tiny_cnn import CnnLayer
 from edgekit.spaces.tiny_cnn_net import (
     ConvUnit,
     Pads,
     _ElasticConv,
     _ElasticLinear,
+    check_supernet,
     copy_weights,
-    run_layers,
+    run_config,
 )
 from edgekit.spaces.tiny_resnet import (
     DEPTHS,
@@ -36,17 +36,7 @@ from edgekit.spaces.tiny_resnet import (
 
 logger = logging.getLogger(__name__)
 PARTS = ("conv1", "conv2")
-
-
-def _plans(
-    cfg: TinyResnetConfig, x: torch.Tensor, patches: bool
-) -> tuple[tuple[CnnLayer, ...], PatchPlan | None]:
-    if x.dim() != 4 or x.shape[1] != cfg.in_channels:
-        raise ConfigError(
-            f"input of shape {tuple(x.shape)}: expected (N, {cfg.in_channels}, H, W)"
-        )
-    hw = (int(x.shape[2]), int(x.shape[3]))
-    return layer_plan(cfg, hw), patch_plan(cfg, hw) if patches else None
+PLANS = (layer_plan, patch_plan)
 
 
 class TinyResnetSupernet(nn.Module):
@@ -88,8 +78,7 @@ class TinyResnetSupernet(nn.Module):
         self._active = cfg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers, plan = _plans(self._active, x, patches=not self.training)
-        return run_layers(layers, plan, self._apply_layer, x)
+        return run_config(self._active, x, self._apply_layer, not self.training, PLANS)
 
     def _apply_layer(self, layer: CnnLayer, x: torch.Tensor, pads: Pads) -> torch.Tensor:
         return self.get_submodule(layer.name)(x, layer, pads)
@@ -116,8 +105,7 @@ class TinyResnetNet(nn.Module):
         self.classifier = nn.Linear(layers[-1].in_shape[2], cfg.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers, plan = _plans(self.config, x, patches=not self.training)
-        return run_layers(layers, plan, self._apply_layer, x)
+        return run_config(self.config, x, self._apply_layer, not self.training, PLANS)
 
     def _apply_layer(self, layer: CnnLayer, x: torch.Tensor, pads: Pads) -> torch.Tensor:
         module = self.get_submodule(layer.name)
@@ -128,13 +116,7 @@ class TinyResnetNet(nn.Module):
 def extract(supernet: nn.Module, cfg: TinyResnetConfig) -> TinyResnetNet:
     """A :class:`TinyResnetNet` for ``cfg`` with weights and BN statistics copied from
     ``supernet``; in the same train / eval mode as the supernet."""
-    if not isinstance(supernet, TinyResnetSupernet):
-        raise ConfigError(f"expected a tiny-resnet supernet, got {type(supernet).__name__}")
-    if (supernet.num_classes, supernet.in_channels) != (cfg.num_classes, cfg.in_channels):
-        raise ConfigError(
-            f"config has num_classes={cfg.num_classes}, in_channels={cfg.in_channels}; the "
-            f"supernet has {supernet.num_classes}, {supernet.in_channels}"
-        )
+    check_supernet(supernet, TinyResnetSupernet, cfg)  # type: ignore[arg-type]
     net = TinyResnetNet(cfg)
     copy_weights(supernet, net, layer_plan(cfg))
     net.train(supernet.training)

@@ -30,7 +30,6 @@ This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_vi
 
 from __future__ import annotations
 
-import operator
 import random
 import re
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from edgekit.spaces._base import (
     Counts,
     SearchSpace,
     is_factorised,
+    knobs_from_vector,
     projection_rank,
 )
 
@@ -408,26 +408,7 @@ class TinyVitSpace(SearchSpace):
         return out
 
     def from_vector(self, vec: list[int]) -> TinyVitConfig:
-        genes = self._genes()
-        if len(vec) != len(genes):
-            raise ConfigError(f"vector of length {len(vec)}: expected {len(genes)} genes")
-        knobs: dict[str, Any] = {k: [] for k in _BLOCK_KNOBS}
-        for (knob, i), index in zip(genes, vec, strict=True):
-            allowed = _CHOICES[knob]
-            gene = knob if i is None else f"{knob}[{i}]"
-            try:
-                index = operator.index(index)  # accepts numpy integers, rejects floats
-            except TypeError as e:
-                raise ConfigError(f"gene {gene}={index!r}: expected an integer index") from e
-            if not 0 <= index < len(allowed):
-                raise ConfigError(
-                    f"gene {gene}={index}: expected an index in [0, {len(allowed) - 1}]"
-                )
-            if i is None:
-                knobs[knob] = allowed[index]
-            else:
-                knobs[knob].append(allowed[index])
-        return self._make(**knobs)
+        return self._make(**knobs_from_vector(vec, self._genes(), lambda knob, _: _CHOICES[knob]))
 
     # --- numbers -----------------------------------------------------------------------------
     def layer_plan(self, cfg: ArchConfig) -> list[VitOp]:

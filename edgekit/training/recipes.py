@@ -20,26 +20,20 @@ from typing import Any
 # Settings for spaces without a tuned recipe.
 _GENERIC: dict[str, Any] = {"epochs": 20, "batch_size": 32, "lr": 1e-3}
 
+_CNN: dict[str, Any] = {
+    "epochs": 12,
+    "batch_size": 32,
+    "lr": 0.05,
+    "optimizer": "sgd",
+    "weight_decay": 5e-4,
+    "num_random": 1,
+    "smallest_weight": 6.0,
+}
+
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny-cnn": {
-        "epochs": 12,
-        "batch_size": 32,
-        "lr": 0.05,
-        "optimizer": "sgd",
-        "weight_decay": 5e-4,
-        "num_random": 1,
-        "smallest_weight": 6.0,
-    },
+    "tiny-cnn": _CNN,
     # Not tuned yet: tiny-cnn's settings (both are CNNs of conv + BatchNorm + ReLU6 units).
-    "tiny-resnet": {
-        "epochs": 12,
-        "batch_size": 32,
-        "lr": 0.05,
-        "optimizer": "sgd",
-        "weight_decay": 5e-4,
-        "num_random": 1,
-        "smallest_weight": 6.0,
-    },
+    "tiny-resnet": _CNN,
     "tiny-vit": {
         "epochs": 50,
         "batch_size": 32,

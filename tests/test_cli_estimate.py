@@ -10,7 +10,7 @@ from test_memory_file import _add_reshape_model
 
 from edgekit.cli import main
 from edgekit.estimate import analyze_tflite, estimate_config
-from edgekit.spaces import get_space
+from edgekit.spaces import get_space, list_spaces
 
 
 def test_file_verdict_and_exit_status(tmp_path: Path, capsys) -> None:
@@ -53,7 +53,7 @@ def test_ops_name_their_layers_from_the_bundle_manifest(tmp_path: Path, capsys) 
     assert "layer" not in json.loads(capsys.readouterr().out)["ops"][0]
 
 
-@pytest.mark.parametrize("name", ["tiny-cnn", "tiny-vit"])
+@pytest.mark.parametrize("name", list_spaces())
 def test_config_genome_and_json(name: str, tmp_path: Path, capsys) -> None:
     space = get_space(name)
     cfg = space.smallest()

@@ -43,7 +43,6 @@ Patch-based configs are trained whole-image: patch execution computes the same o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import logging
@@ -130,7 +129,7 @@ def main() -> int:
 # --- plan ----------------------------------------------------------------------------------------
 def _plan(args: argparse.Namespace) -> None:
     from edgekit.data import load_dataset
-    from edgekit.search.objectives import fits_budget, same_function
+    from edgekit.search.objectives import fits_budget
     from edgekit.spaces import get_space
 
     resnet8_json = args.baseline / "resnet8.json"
@@ -160,7 +159,7 @@ def _plan(args: argparse.Namespace) -> None:
         chosen: dict[Any, Any] = {}
         for _ in range(args.samples):
             cfg = space.sample(rng)
-            whole = same_function(space, cfg)
+            whole = space.whole_image(cfg)
             known = chosen.get(whole)
             if (known is None or cfg.patch_grid < known.patch_grid) and fits_budget(
                 space, cfg, board, budget
@@ -303,9 +302,7 @@ def _train_one(job: tuple[dict[str, Any], int, str, str, str]) -> dict[str, Any]
         space = get_space(space_name, num_classes=splits.num_classes, in_channels=in_channels)
         cfg = space.decode(entry["genome"])
         # Patches compute the whole image's outputs; whole-image execution trains faster.
-        whole = dataclasses.replace(cfg, patch_grid=1)
-        if hasattr(cfg, "patch_stages"):  # tiny-cnn's canonical form without patches
-            whole = dataclasses.replace(whole, patch_stages=space.smallest().patch_stages)
+        whole = space.whole_image(cfg)
         counts = space.count(whole)  # MACs without the patches' recomputed halos
         row.update(macs=counts.macs, params=counts.params)
         network = torch_default_init(space.extract(space.build_supernet(), whole))

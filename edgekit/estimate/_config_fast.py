@@ -319,12 +319,13 @@ def _vit_keys(cfg: TinyVitConfig) -> list[tuple]:
 
 
 def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
+    specs: list[tuple[str, object]] = []  # made only when needed (it plans every layer)
     if isinstance(cfg, TinyCnnConfig):
         keys = _cnn_keys(cfg)
     elif isinstance(cfg, TinyVitConfig):
         keys = _vit_keys(cfg)
     else:  # tiny-resnet: few distinct pieces, so keyed by the piece specs themselves
-        keys = pieces_of(cfg)
+        keys = specs = pieces_of(cfg)  # type: ignore[assignment]
     cache = _BUNDLES.get(config)
     if cache is None or len(cache) > _MAX_BUNDLES:
         cache = _BUNDLES[config] = {}
@@ -332,7 +333,6 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
         return [cache[key] for key in keys]
     except KeyError:  # a key never seen: its piece may still be known under another key
         pass
-    specs: list[tuple[str, object]] = []  # made only when needed (it plans every layer)
     bundles = []
     for index, key in enumerate(keys):
         bundle = cache.get(key)

@@ -349,7 +349,7 @@ def resnet_pieces(cfg: TinyResnetConfig) -> list[tuple[str, object]]:
     if plan is not None:
         widths, depths = (*cfg.widths[:2], STAGE_WIDTHS[2][0]), (cfg.depths[0], 1, 1)
         key = dataclasses.replace(cfg, num_classes=2, widths=widths, depths=depths)
-        patched = [("resnet patched", key)]
+        patched = [("cnn resnet patched", key)]
     return _layer_pieces(cfg, resnet_layer_plan(cfg), plan, patched, (".conv1",))
 
 
@@ -391,7 +391,7 @@ def build_cnn_piece(b: GraphBuilder, kind: str, key: object, x: Value) -> Value:
     if kind == "cnn layers":
         assert isinstance(key, tuple)
         return cnn_layers(b, x, tuple(CnnLayer(*layer) for layer in key))
-    if kind == "resnet patched":
+    if kind == "cnn resnet patched":
         assert isinstance(key, TinyResnetConfig)
         plan = resnet_patch_plan(key)
         assert plan is not None
@@ -652,14 +652,14 @@ def pieces_of(cfg: SpaceConfig) -> list[tuple[str, object]]:
 
 
 def build_piece(b: GraphBuilder, kind: str, key: object, x: Value, index: int = 0) -> Value:
-    if kind.startswith(("cnn", "resnet")):
+    if kind.startswith("cnn"):
         return build_cnn_piece(b, kind, key, x)
     return build_vit_piece(b, kind, key, x, index)
 
 
 def piece_entry_shape(kind: str, key: object) -> tuple[int, ...]:
     """The shape of the tensor a piece reads (for building it on its own)."""
-    if kind in ("cnn patched", "resnet patched"):
+    if kind in ("cnn patched", "cnn resnet patched"):
         return cnn_entry_shape(key)  # type: ignore[arg-type]
     if kind == "cnn layers":
         return (1, *key[0][2])  # type: ignore[index]

@@ -16,7 +16,6 @@ Torch is imported inside the functions that need it.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -82,15 +81,12 @@ def latency_ms(space: SearchSpace, cfg: ArchConfig, board: DeviceProfile) -> flo
 # --- accuracy --------------------------------------------------------------------------------
 def same_function(space: SearchSpace, cfg: ArchConfig) -> ArchConfig:
     """The config computing the same function as ``cfg`` that is cheapest to evaluate in
-    PyTorch: tiny-cnn's patch-based execution (MCUNetV2) changes how a network runs, not its
-    outputs (tested equal), so accuracy is measured whole-image, several times faster (same
-    for tiny-resnet's patches)."""
-    if getattr(cfg, "patch_grid", 1) == 1:
-        return cfg
-    whole = dataclasses.replace(cfg, patch_grid=1)
-    if hasattr(cfg, "patch_stages"):  # tiny-cnn's canonical form without patches
-        whole = dataclasses.replace(whole, patch_stages=space.choices()["patch_stages"][0])
-    space.validate(whole)
+    PyTorch (``space.whole_image``): patch-based execution (MCUNetV2) changes how a network
+    runs, not its outputs (tested equal), so accuracy is measured whole-image, several times
+    faster."""
+    whole = space.whole_image(cfg)
+    if whole is not cfg:
+        space.validate(whole)
     return whole
 
 

@@ -192,6 +192,11 @@ class SearchSpace(ABC):
     def count(self, cfg: ArchConfig) -> Counts:
         """Analytic params and MACs of the subnet ``cfg``; exact against FlopCounterMode."""
 
+    def whole_image(self, cfg: ArchConfig) -> ArchConfig:
+        """The config computing the same function as ``cfg`` without patch-based execution
+        (``cfg`` itself in spaces without patches)."""
+        return cfg
+
     @abstractmethod
     def input_shape(self, cfg: ArchConfig) -> tuple[int, int, int]:
         """Model input as (height, width, channels)."""

@@ -64,6 +64,7 @@ This module imports no torch; the supernet lives in :mod:`edgekit.spaces.tiny_cn
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import re
@@ -692,6 +693,13 @@ class TinyCnnSpace(SearchSpace):
     def count(self, cfg: ArchConfig) -> Counts:
         """Params and MACs of the extracted module, including the patches' halo recompute."""
         return count_layers(self.layer_plan(cfg), self.patch_plan(cfg))
+
+    def whole_image(self, cfg: ArchConfig) -> TinyCnnConfig:
+        """``cfg`` run whole-image (grid 1, and patch_stages in canonical form)."""
+        assert isinstance(cfg, TinyCnnConfig)
+        if cfg.patch_grid == 1:
+            return cfg
+        return dataclasses.replace(cfg, patch_grid=1, patch_stages=PATCH_STAGES[0])
 
     def input_shape(self, cfg: ArchConfig) -> tuple[int, int, int]:
         self.validate(cfg)

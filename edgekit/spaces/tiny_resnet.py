@@ -36,6 +36,7 @@ The layer plan is tiny-cnn's (:class:`~edgekit.spaces.tiny_cnn.CnnLayer`): layer
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 import re
@@ -322,6 +323,10 @@ class TinyResnetSpace(SearchSpace):
     def count(self, cfg: ArchConfig) -> Counts:
         """Params and MACs of the extracted module, including the patches' halo recompute."""
         return count_layers(self.layer_plan(cfg), self.patch_plan(cfg))
+
+    def whole_image(self, cfg: ArchConfig) -> TinyResnetConfig:
+        assert isinstance(cfg, TinyResnetConfig)
+        return cfg if cfg.patch_grid == 1 else dataclasses.replace(cfg, patch_grid=1)
 
     def input_shape(self, cfg: ArchConfig) -> tuple[int, int, int]:
         self.validate(cfg)

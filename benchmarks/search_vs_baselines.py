@@ -9,37 +9,51 @@ Steps (everything is kept in ``--out`` and resumes after an interruption):
 
 1. ResNet-8, the MLPerf Tiny image-classification reference (3 residual stacks of 16/32/64
    channels, ~78 k parameters), trained with the same recipe as the supernet (AdamW, warm-up +
-   cosine, label smoothing, flips and shifts) for ``epochs + finetune_epochs`` epochs, exported
-   to int8 and measured: its tensor arena for a 32-bit board build (the memory model on the
-   exported file) and its flash become the search's budgets ("budgets equal to the reference").
-2. One tiny-cnn supernet trained for ``epochs`` epochs on the same data: by default as
+   cosine, label smoothing, flips and shifts) for ``--train-epochs`` epochs, exported to int8
+   and measured: its tensor arena for a 32-bit board build (the memory model on the exported
+   file) and its flash become the search's budgets ("budgets equal to the reference").
+2. One supernet of ``--space`` trained for ``--epochs`` epochs on the same data: by default as
    ``edgekit search`` trains it (the space's largest subnet as the teacher, every other subnet
    one that fits the budgets); ``--supernet-subnets`` chooses otherwise.
-3. Three searches on that supernet with the same number of accuracy evaluations and the same
+3. Searches on that supernet with the same number of accuracy evaluations and the same
    budgets: NSGA-II with the GBDT predictor (the tool's default), NSGA-II without it, and random
-   search. Each fine-tunes its chosen model for ``finetune_epochs`` epochs and exports it.
+   search (``--strategies``), each with ``--search-seeds`` seeds. The first seed's search
+   fine-tunes its chosen model for ``--finetune-epochs`` epochs and exports it.
 4. With ``--retrain`` (default): each search's chosen architecture trained exactly like
-   ResNet-8 (same recipe, same ``epochs + finetune_epochs`` epochs), starting from its
-   supernet weights, then exported the same way: the architectures compared at equal training.
-5. A markdown table: int8 test accuracy (TFLite Micro, whole CIFAR-10 test split), arena,
+   ResNet-8 (same recipe and epochs), starting from its supernet weights, then exported.
+5. ``scratch``: the same training for every model. ResNet-8 and every search's chosen
+   architecture trained from PyTorch's default initialisation exactly like ResNet-8 with
+   ``--scratch-seeds`` seeds; ResNet-8 and the first search seed's choices exported to int8
+   (post-training quantization) and measured in TFLite Micro, the others' fp32 accuracy. The
+   search's own cost (supernet, evaluations) comes on top and is stated apart.
+6. A markdown table: int8 test accuracy (TFLite Micro, whole CIFAR-10 test split), arena,
    flash, whether each fits, epochs and wall time; plus the predictor's rank correlation.
-6. What the space can reach under the budgets: MACs and parameters of the largest of
+7. What the space can reach under the budgets: MACs and parameters of the largest of
    ``--reach-samples`` random configs that fit (config-based memory model), against ResNet-8's,
    each trained from random initialisation exactly like ResNet-8 (with ``--retrain``); and where
    each exported model's flash goes (weights, biases, quantization parameters, flatbuffer
    overhead), read from the .tflite files.
-7. How the supernet ranks what fits: the inherited validation accuracy (after BatchNorm
+8. How the supernet ranks what fits: the inherited validation accuracy (after BatchNorm
    recalibration, as the search measures it) of the smallest and largest subnets, of the
-   configs trained in steps 4 and 6, and of ``--ranking-samples`` other random configs that
+   configs trained in steps 4 and 7, and of ``--ranking-samples`` other random configs that
    fit, next to their accuracy when trained like ResNet-8 (with ``--retrain``, the random ones
    and the smallest are trained from scratch for this; ``ranking-trained.json`` does not depend
    on the supernet and may be copied between output folders), and the rank correlation.
 
-Training budget: every model sees ``epochs + finetune_epochs`` passes over the training data
-(the supernet's passes cost more: the sandwich rule trains four subnets per step). To fit about
-two hours on 2 CPU cores the default uses 10 000 training images (stratified; 5 000 validation,
-the 10 000 test images) and 6 + 2 epochs. CIFAR-10 is read from
-``../shared/datasets/cifar10-jpeg75``; the script exits with a message without it.
+``--steps`` picks steps. ``--device cuda`` trains on a GPU; a run of only the ``supernet`` and
+``scratch-train`` steps needs neither TensorFlow nor the search's libraries, so these can run
+on a GPU machine and the rest here, on the same ``--out`` folder::
+
+    # on the GPU machine (the folder holds resnet8.json and, for scratch-train, search-*.json)
+    python benchmarks/search_vs_baselines.py --device cuda --steps supernet --epochs 29 ...
+    python benchmarks/search_vs_baselines.py --device cuda --steps scratch-train --workers 8 ...
+
+Training budget: every architecture compared is trained for ``--train-epochs`` passes over
+the training data with the same recipe (the supernet's passes cost more: the sandwich rule
+trains four subnets per step). To fit about two hours on 2 CPU cores the default uses 10 000
+training images (stratified; 5 000 validation, the 10 000 test images), a 6-epoch supernet and
+8 training epochs. CIFAR-10 is read from ``../shared/datasets/cifar10-jpeg75`` (``--cifar``);
+the script exits with a message without it.
 """
 
 from __future__ import annotations
@@ -49,8 +63,10 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +80,7 @@ REFERENCE_ARENA_KB, REFERENCE_WEIGHTS_KB = 56, 79
 RECIPE = {"lr": 2e-3, "batch_size": 64, "weight_decay": 0.05, "warmup_epochs": 1.0,
           "min_lr_ratio": 0.01, "label_smoothing": 0.1, "grad_clip": 5.0, "shift": 2,
           "hflip": True}  # fmt: skip
+STEPS = ("supernet", "search", "retrain", "scratch-train", "scratch", "reach", "ranking")
 STRATEGIES = {
     "nsga2-gbdt": {"strategy": "nsga2", "predictor": True},
     "nsga2": {"strategy": "nsga2", "predictor": False},
@@ -80,7 +97,41 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-search")
     parser.add_argument("--space", default="tiny-cnn")
     parser.add_argument("--epochs", type=int, default=6, help="supernet epochs")
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--finetune-epochs", type=int, default=2,
+                        help="each search's fine-tune of its chosen model")
+    parser.add_argument("--train-epochs", type=int, default=8,
+                        help="every architecture's own training (ResNet-8, --retrain, "
+                             "--scratch-seeds, the reach and ranking steps): the training "
+                             "budget each model gets (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--scratch-seeds", type=int, default=3,
+                        help="train ResNet-8 and each search's chosen architecture from "
+                             "PyTorch's default initialisation with this many seeds, export "
+                             "each to int8 (post-training quantization, as ResNet-8) and "
+                             "measure it (0: skip; default: %(default)s)")  # fmt: skip
+    parser.add_argument("--repeat-seeds", type=int, default=3,
+                        help="training seeds of the later search seeds' choices (default: "
+                             "%(default)s)")  # fmt: skip
+    parser.add_argument("--scratch-export", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="export the scratch step's ResNet-8 and first-seed choices to int8 "
+                             "and measure them in TFLite Micro (default: on; off: fp32 only)")
+    parser.add_argument("--search-seeds", type=int, default=1,
+                        help="run each search with this many seeds (seed, seed+1, ...) on the "
+                             "same supernet; the later ones are not exported, and their "
+                             "choices are trained from scratch in fp32 only (default: "
+                             "%(default)s)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=1,
+                        help="networks trained at once by the scratch step (default: "
+                             "%(default)s)")  # fmt: skip
+    parser.add_argument("--device", default="cpu",
+                        help="where networks train: cpu or cuda (exports always run on the "
+                             "CPU; TensorFlow is not needed for training-only steps)")
+    parser.add_argument("--steps", nargs="*", choices=STEPS, default=list(STEPS),
+                        help="the steps to run (default: all). Only 'supernet' and/or "
+                             "'scratch-train' (the scratch step's training, without exports): "
+                             "a training-only run, which needs neither TensorFlow nor the "
+                             "search's libraries (a GPU machine, say); otherwise the supernet "
+                             "and the searches always run (or are read back from --out)")
     parser.add_argument(
         "--smallest-weight",
         type=float,
@@ -128,6 +179,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.finetune_epochs, args.evaluations = 1, 1, 8
+        args.train_epochs, args.scratch_seeds = 2, 1
         args.population, args.eval_samples = 4, 200
         args.max_per_split = 400
         args.out = args.out.with_name(args.out.name + "-quick")
@@ -149,25 +201,33 @@ def main() -> int:
                 len(splits.val), len(splits.test))  # fmt: skip
 
     baseline = _cached(args.out / "resnet8.json", lambda: _resnet8(splits, args))
-    supernet_path, supernet_seconds = _supernet(splits, baseline, args)
-    results = {}
-    for name in args.strategies:
-        results[name] = _cached(
-            args.out / f"search-{name}.json",
-            lambda name=name: _search(name, splits, supernet_path, baseline, args),
-        )
+    steps = set(args.steps) | ({"scratch-train"} if "scratch" in args.steps else set())
+    training_only = steps <= {"supernet", "scratch-train"}  # e.g. on a GPU machine
+    if "supernet" in steps or not training_only:
+        supernet_path, supernet_seconds = _supernet(splits, baseline, args)
+    if training_only:
+        if "scratch-train" in steps:
+            _scratch(splits, baseline, _search_repeats(args), args, export=False)
+        return 0
+    repeats = _search_repeats(args, lambda name, number: _search(
+        name, splits, supernet_path, baseline, args, number))  # fmt: skip
+    results = {name: found[0] for name, found in repeats.items()}
     retrained = {}
-    if args.retrain:
-        for name in args.strategies:
-            retrained[name] = _cached(
-                args.out / f"retrain-{name}.json",
-                lambda name=name: _retrain(name, splits, supernet_path, baseline, args),
-            )
+    if args.retrain and "retrain" in steps:
+        retrained = _cached_steps(args, "retrain", lambda name: _retrain(
+            name, splits, supernet_path, baseline, args))  # fmt: skip
     print(_table(baseline, results, supernet_seconds, args, torch.get_num_threads(),
                  time.perf_counter() - started, retrained))  # fmt: skip
+    if "scratch" in steps and args.scratch_seeds:
+        rows = _scratch(splits, baseline, repeats, args)
+        print("\n" + _scratch_table(rows, len(splits.test), args))
+    if "reach" not in steps:
+        return 0
     reach = _cached(args.out / "reach.json", lambda: _reach(splits, baseline, args))
     print("\n" + _reach_table(reach, baseline, args))
     print("\n" + _flash_table(results, retrained, args))
+    if "ranking" not in steps:
+        return 0
     ranking = _cached(args.out / "ranking.json",
                       lambda: _ranking(splits, supernet_path, baseline, reach, retrained, args))
     from_scratch = {}
@@ -178,12 +238,44 @@ def main() -> int:
     return 0
 
 
+def _cached_steps(args: argparse.Namespace, step: str,
+                  compute: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Each strategy's result of ``step``, computed once and kept in ``<step>-<strategy>.json``."""
+    return {name: _cached(args.out / f"{step}-{name}.json", partial(compute, name))
+            for name in args.strategies}  # fmt: skip
+
+
+def _search_repeats(args: argparse.Namespace,
+                    compute: Any = None) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """Each strategy's searches with seeds ``seed`` .. ``seed + search_seeds - 1`` (the first
+    is ``search-<strategy>.json``, the others ``search-<strategy>-seed<k>.json``): computed
+    where missing, or, without ``compute``, those already there, up to the first missing."""
+    repeats: dict[str, list[dict[str, Any]]] = {}
+    for name in args.strategies:
+        found = repeats.setdefault(name, [])
+        for number in range(args.search_seeds):
+            path = args.out / f"search-{_search_folder(name, number)}.json"
+            if compute is not None:
+                found.append(_cached(path, partial(compute, name, number)))
+            elif path.is_file():
+                found.append(json.loads(path.read_text()))
+            else:
+                break
+    return repeats
+
+
+def _search_folder(name: str, number: int) -> str:
+    return name if number == 0 else f"{name}-seed{number}"
+
+
 def _cached(path: Path, compute: Any) -> dict[str, Any]:
     """A step's result, computed once and kept in ``path`` (so reruns skip finished steps)."""
     if path.is_file():
         return json.loads(path.read_text())
     result = compute()
-    path.write_text(json.dumps(result, indent=2))
+    unfinished = path.with_suffix(f".{os.getpid()}.partial")
+    unfinished.write_text(json.dumps(result, indent=2))
+    unfinished.replace(path)  # a kill mid-write leaves no damaged file behind
     return result
 
 
@@ -368,21 +460,31 @@ def _resnet8_graph(module: Any, input_shape: tuple[int, int, int], num_classes: 
 
 
 def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    epochs = args.train_epochs
+    torch.manual_seed(args.seed)
+    module = _resnet8_module(splits.num_classes, splits.input_shape[2]).to(args.device)
+    started = time.perf_counter()
+    _train(module, splits, epochs, args.seed, device=args.device)
+    train_seconds = time.perf_counter() - started
+    result = _resnet8_export(module.cpu(), splits, args.seed, args.out / "resnet8.tflite")
+    return {"epochs": epochs, "train_seconds": round(train_seconds, 1), **result}
+
+
+def _resnet8_export(module: Any, splits: Any, seed: int, path: Path) -> dict[str, Any]:
+    """A trained ResNet-8 (on the CPU) exported to int8 like the exporter ships a model,
+    written to ``path`` and measured: test accuracies, arenas and flash."""
     import numpy as np
     import torch
 
     from edgekit.estimate import analyze_tflite, measure_tflm
     from edgekit.export.convert import check_ops, compact_model, convert_int8
     from edgekit.export.verify import accuracy, io_specs, run_arena_size, run_tflm
+    from edgekit.training import to_nchw
 
-    epochs = args.epochs + args.finetune_epochs
-    torch.manual_seed(args.seed)
-    module = _resnet8_module(splits.num_classes, splits.input_shape[2])
-    started = time.perf_counter()
-    _train(module, splits, epochs, args.seed)
-    train_seconds = time.perf_counter() - started
     graph = _resnet8_graph(module, splits.input_shape, splits.num_classes)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     representative = splits.train.x[np.sort(rng.permutation(len(splits.train))[:200])]
     model = convert_int8(graph, representative)
     check_ops(model, graph.layers)
@@ -392,15 +494,10 @@ def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
     inputs = io_specs(model)[0].quantization.quantize(splits.test.x)
     logits = run_tflm(model, inputs, run_arena_size(host_arena))
     with torch.no_grad():
-        from edgekit.training import to_nchw
-
         fp32 = module(to_nchw(splits.test.x)).numpy()
-    (args.out / "resnet8.tflite").write_bytes(model)
-    params = sum(p.numel() for p in module.parameters())
+    path.write_bytes(model)
     return {
-        "epochs": epochs,
-        "train_seconds": round(train_seconds, 1),
-        "params": params,
+        "params": sum(p.numel() for p in module.parameters()),
         "fp32_test_accuracy": accuracy(fp32, splits.test.y),
         "int8_test_accuracy": accuracy(logits, splits.test.y),
         "arena_host_bytes": host_arena,
@@ -426,26 +523,28 @@ def _supernet(splits: Any, baseline: dict[str, Any],
     result = train_supernet(space, splits, epochs=args.epochs, checkpoint_path=path,
                             batch_size=RECIPE["batch_size"], lr=RECIPE["lr"], seed=args.seed,
                             resume=True, val_samples=1000, sampler=sampler,
-                            **options)  # fmt: skip
+                            device=args.device, **options)  # fmt: skip
     seconds = sum(epoch["seconds"] for epoch in result.history)
     return path, seconds
 
 
 def _search(name: str, splits: Any, supernet: Path, baseline: dict[str, Any],
-            args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+            args: argparse.Namespace, number: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Search ``number`` (seed ``seed + number``) of strategy ``name``; only the first
+    fine-tunes and exports its choice."""
     from edgekit.search import read_run, run_search
 
-    out = args.out / f"search-{name}"
+    out = args.out / f"search-{_search_folder(name, number)}"
     resume = (out / "run.json").is_file()
     if resume:
         read_run(out)
     started = time.perf_counter()
     result = run_search(
         args.space, BOARD, splits, out, sram=baseline["arena_board_bytes"],
-        flash=baseline["flash_bytes"], seed=args.seed, resume=resume,
+        flash=baseline["flash_bytes"], seed=args.seed + number, resume=resume,
         evaluations=args.evaluations, population=args.population,
         eval_samples=args.eval_samples, supernet=supernet,
-        finetune_epochs=args.finetune_epochs, **STRATEGIES[name],
+        finetune_epochs=args.finetune_epochs, export=number == 0, **STRATEGIES[name],
     )  # fmt: skip
     export = result.chosen_export or {}
     chosen = result.chosen
@@ -506,12 +605,13 @@ def _retrain(name: str, splits: Any, supernet_path: Path, baseline: dict[str, An
         return {"genome": None}
     space, supernet, _ = load_supernet(supernet_path)
     cfg = space.from_dict(chosen.config)
-    epochs = args.epochs + args.finetune_epochs
+    epochs = args.train_epochs
     started = time.perf_counter()
     supernet.set_active(cfg)
-    _train(_Resized(space, supernet, cfg), splits, epochs, args.seed, label=chosen.genome)
+    _train(_Resized(space, supernet.to(args.device), cfg), splits, epochs, args.seed,
+           label=chosen.genome, device=args.device)  # fmt: skip
     train_seconds = time.perf_counter() - started
-    export = export_subnet(space, supernet, cfg, splits, args.out / f"retrain-{name}",
+    export = export_subnet(space, supernet.cpu(), cfg, splits, args.out / f"retrain-{name}",
                            board=load_profile(BOARD), seed=args.seed)  # fmt: skip
     arena = export.get("arena_firmware_bytes")
     return {
@@ -528,6 +628,251 @@ def _retrain(name: str, splits: Any, supernet_path: Path, baseline: dict[str, An
             and export["flash_bytes"] <= baseline["flash_bytes"]
         ),
     }
+
+
+# --- the chosen architectures and ResNet-8 from scratch, several seeds ---------------------------
+def _scratch(splits: Any, baseline: dict[str, Any], results: dict[str, list[dict[str, Any]]],
+             args: argparse.Namespace, export: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    """ResNet-8 and each search's chosen architecture, each trained from PyTorch's default
+    initialisation for ``--train-epochs`` (the same training for every model: the search's
+    own cost is the supernet and the evaluations): ResNet-8 and the first search seed's
+    choices with seeds 0 .. ``--scratch-seeds``-1, the other search seeds' choices with
+    ``--repeat-seeds`` seeds. With ``export`` and ``--scratch-export``, ResNet-8 and the first
+    search seed's choices are then exported with post-training quantization and measured in
+    TFLite Micro; the others keep their fp32 test accuracy. Weights and figures are kept per
+    architecture and seed in ``scratch/``, so training and export may run on different
+    machines."""
+    entries = [("resnet8", 0, None)] + [
+        (name, number, r["genome"])
+        for name, repeats in results.items()
+        for number, r in enumerate(repeats)
+        if r.get("genome")
+    ]
+    # Memory figures where a model is not exported: the memory model's, which equal the
+    # exported file's (ResNet-8's are its own measured ones).
+    estimates = {None: (baseline["arena_board_bytes"], baseline["flash_bytes"])} | {
+        r["genome"]: (r["estimated_arena_bytes"], r["estimated_flash_bytes"])
+        for repeats in results.values() for r in repeats if r.get("genome")
+    }
+
+    def seeds(number: int) -> range:
+        return range(args.scratch_seeds if number == 0 else args.repeat_seeds)
+
+    pairs = dict.fromkeys((genome, seed) for _, number, genome in entries
+                          for seed in seeds(number))  # fmt: skip
+    jobs = [(genome, seed, args) for genome, seed in pairs]
+    todo = [job for job in jobs if not _scratch_path(*job).is_file()]
+    _in_workers(_scratch_job, todo, args, "trained")
+    for job in todo:
+        _scratch_weights(*job, splits)
+    if not export:
+        return []
+    exports = {(genome, seed) for _, number, genome in entries if number == 0
+               for seed in seeds(number)} if args.scratch_export else set()  # fmt: skip
+    todo = [(genome, _scratch_path(genome, seed, args), baseline, args)
+            for genome, seed in sorted(exports, key=str)
+            if not _scratch_path(genome, seed, args).with_suffix(".json").is_file()]  # fmt: skip
+    _in_workers(_export_job, todo, args, "exported")
+    rows = []
+    for label, number, genome in entries:
+        for seed in seeds(number):
+            weights = _scratch_path(genome, seed, args)
+            figures = partial(_scratch_export, genome, weights, splits, baseline, args)
+            if (genome, seed) in exports:
+                row = _cached(weights.with_suffix(".json"), figures)
+            else:
+                arena, flash = estimates[genome]
+                row = {**_scratch_saved(weights), "arena_board_bytes": arena,
+                       "flash_bytes": flash, "fits": arena <= baseline["arena_board_bytes"]
+                       and flash <= baseline["flash_bytes"]}  # fmt: skip
+            rows.append({**row, "label": label, "search_seed": number})
+    return rows
+
+
+def _in_workers(function: Any, jobs: list[Any], args: argparse.Namespace, done: str) -> None:
+    """``function`` over ``jobs`` in ``--workers`` processes (nothing with one worker: the
+    caller then does them itself)."""
+    if args.workers < 2 or len(jobs) < 2:
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        for finished, path in enumerate(pool.imap_unordered(function, jobs), 1):
+            logger.info("[%d/%d] %s %s", finished, len(jobs), done, path.name)
+
+
+def _scratch_path(genome: str | None, seed: int, args: argparse.Namespace) -> Path:
+    return args.out / "scratch" / f"{genome or 'resnet8'}-seed{seed}.pt"
+
+
+_WORKER_SPLITS: Any = None
+
+
+def _worker_splits(args: argparse.Namespace) -> Any:
+    """The data in a worker process, loaded once per worker."""
+    global _WORKER_SPLITS
+    from edgekit.data import load_dataset
+    from edgekit.training import limit_threads
+
+    if _WORKER_SPLITS is None:
+        limit_threads(1)
+        _WORKER_SPLITS = load_dataset(args.cifar, seed=args.seed,
+                                      max_per_split=args.max_per_split or None)  # fmt: skip
+    return _WORKER_SPLITS
+
+
+def _scratch_job(job: tuple[str | None, int, argparse.Namespace]) -> Path:
+    genome, seed, args = job
+    return _scratch_weights(genome, seed, args, _worker_splits(args))
+
+
+def _export_job(job: tuple[str | None, Path, dict[str, Any], argparse.Namespace]) -> Path:
+    genome, weights, baseline, args = job
+    _cached(weights.with_suffix(".json"),
+            partial(_scratch_export, genome, weights, _worker_splits(args), baseline, args))
+    return weights
+
+
+def _scratch_saved(weights: Path) -> dict[str, Any]:
+    import torch
+
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    return {k: v for k, v in saved.items() if k != "state"}
+
+
+def _scratch_weights(genome: str | None, seed: int, args: argparse.Namespace,
+                     splits: Any) -> Path:  # fmt: skip
+    import torch
+
+    path = _scratch_path(genome, seed, args)
+    if path.is_file():
+        return path
+    torch.manual_seed(seed)
+    if genome is None:
+        module = _resnet8_module(splits.num_classes, splits.input_shape[2]).to(args.device)
+        network = module
+    else:
+        space = _space(args, splits)
+        cfg = space.decode(genome)
+        module = torch_default_init(space.build_supernet()).to(args.device)
+        module.set_active(cfg)
+        network = _Resized(space, module, cfg)
+    started = time.perf_counter()
+    _train(network, splits, args.train_epochs, seed, label=f"{genome or 'ResNet-8'} seed {seed}",
+           device=args.device)  # fmt: skip
+    seconds = time.perf_counter() - started
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
+    path.parent.mkdir(exist_ok=True)
+    unfinished = path.with_suffix(f".{os.getpid()}.partial")
+    torch.save({"genome": genome, "seed": seed, "epochs": args.train_epochs,
+                "train_seconds": round(seconds, 1), "device": where,
+                "fp32_test_accuracy": _test_accuracy(network, splits, args.device),
+                "state": module.cpu().state_dict()}, unfinished)  # fmt: skip
+    unfinished.replace(path)  # a killed run leaves no half-written weights
+    return path
+
+
+def _scratch_export(genome: str | None, weights: Path, splits: Any, baseline: dict[str, Any],
+                    args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
+    import torch
+
+    from edgekit.export import export_model
+    from edgekit.profiles import load_profile
+
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    if genome is None:
+        module = _resnet8_module(splits.num_classes, splits.input_shape[2])
+        module.load_state_dict(saved["state"])
+        figures = _resnet8_export(module.eval(), splits, saved["seed"],
+                                  weights.with_suffix(".tflite"))  # fmt: skip
+        arena = figures["arena_board_bytes"]
+    else:
+        space = _space(args, splits)
+        supernet = space.build_supernet()
+        supernet.load_state_dict(saved["state"])
+        # As ResNet-8: post-training quantization, BatchNorm statistics kept from training.
+        result = export_model(space, supernet.eval(), space.decode(genome), splits,
+                              weights.with_suffix(""), board=load_profile(BOARD), qat="never",
+                              recalibrate=False, seed=saved["seed"])  # fmt: skip
+        figures = {"int8_test_accuracy": result.int8_accuracy,
+                   "fp32_test_accuracy": result.fp32_accuracy, "flash_bytes": result.flash_bytes}
+        arena = result.manifest["arena"]["estimated_firmware_bytes"]
+    fits = (arena is not None and arena <= baseline["arena_board_bytes"]
+            and figures["flash_bytes"] <= baseline["flash_bytes"])  # fmt: skip
+    return {**{k: v for k, v in saved.items() if k != "state"},
+            "int8_test_accuracy": figures["int8_test_accuracy"],
+            "exported_fp32_test_accuracy": figures["fp32_test_accuracy"],
+            "arena_board_bytes": arena, "flash_bytes": figures["flash_bytes"], "fits": fits}
+
+
+_LABELS = {"resnet8": "ResNet-8", "nsga2-gbdt": "searched: NSGA-II + GBDT predictor",
+           "nsga2": "NSGA-II, no predictor", "random": "random search"}  # fmt: skip
+
+
+def _scratch_table(rows: list[dict[str, Any]], test_images: int,
+                   args: argparse.Namespace) -> str:  # fmt: skip
+    """ResNet-8 and every search seed's choice trained the same way: fp32 test accuracy by
+    training seed, int8 where exported, memory, and how often each beats ResNet-8."""
+    import statistics
+
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["label"], row["search_seed"]), []).append(row)
+    resnet8 = {r["seed"]: r for r in groups.get(("resnet8", 0), [])}
+
+    def spread(values: list[float]) -> str:
+        mean = f"{100 * statistics.fmean(values):.2f}%"
+        return f"{mean} ({100 * statistics.stdev(values):.2f})" if len(values) > 1 else mean
+
+    def wins(group: list[dict[str, Any]], key: str) -> str:
+        paired = [r for r in group if r.get(key) is not None
+                  and resnet8.get(r["seed"], {}).get(key) is not None]  # fmt: skip
+        won = sum(r[key] > resnet8[r["seed"]][key] for r in paired)
+        return f"{won} of {len(paired)}" if paired else "-"
+
+    devices = ", ".join(sorted({r["device"] for r in rows}))
+    lines = [
+        f"### Every architecture trained the same way: {args.train_epochs} epochs from scratch",
+        "",
+        "ResNet-8 and the architecture each search chose, each trained from PyTorch's default "
+        f"initialisation with ResNet-8's recipe (on {devices}); test accuracy on the "
+        f"{test_images:,} test images in PyTorch (fp32) and, where exported, in TFLite Micro "
+        "(int8, post-training quantization). Memory: measured on the exported file, or the "
+        "memory model's figures (equal to the file's) where not exported.",
+        "",
+        "| model | search seed | genome | fp32 test acc by training seed | fp32 mean (std) | "
+        "int8 mean (std) | arena | flash | fits | beats ResNet-8 at (fp32; int8) |",
+        "|---|---:|---|---|---:|---:|---:|---:|---|---:|",
+    ]
+    means: dict[str, list[float]] = {}
+    for (label, number), group in groups.items():
+        group.sort(key=lambda r: r["seed"])
+        fp32 = [r["fp32_test_accuracy"] for r in group]
+        int8 = [r.get("int8_test_accuracy") for r in group]
+        means.setdefault(label, []).append(statistics.fmean(fp32))
+        lines.append(
+            f"| {_LABELS.get(label, label)} | {'-' if label == 'resnet8' else args.seed + number}"
+            f" | `{group[0]['genome'] or 'resnet8'}` | "
+            f"{', '.join(f'{100 * a:.2f}' for a in fp32)} | {spread(fp32)} | "
+            f"{'-' if None in int8 else spread(int8)} | "
+            f"{_kb(group[0]['arena_board_bytes'])} | {_kb(group[0]['flash_bytes'])} | "
+            f"{'yes' if all(r['fits'] for r in group) else 'NO'} | "
+            + ("-" if label == "resnet8" else
+               f"{wins(group, 'fp32_test_accuracy')}; {wins(group, 'int8_test_accuracy')}")
+            + " |"
+        )
+    if any(len(found) > 1 for found in means.values()):
+        lines += ["", "Mean over search seeds of each search's fp32 mean: " + ", ".join(
+            f"{_LABELS.get(label, label)} {100 * statistics.fmean(found):.2f}%"
+            for label, found in means.items())]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _space(args: argparse.Namespace, splits: Any) -> Any:
+    from edgekit.spaces import get_space
+
+    return get_space(args.space, num_classes=splits.num_classes,
+                     in_channels=splits.input_shape[2])  # fmt: skip
 
 
 def _percent(value: float | None) -> str:
@@ -559,8 +904,7 @@ def _table(baseline: dict[str, Any], results: dict[str, dict[str, Any]], superne
         f"{_kb(baseline['flash_bytes'])} | yes (defines the budget) | "
         f"{baseline['train_seconds']:.0f} s |",
     ]
-    labels = {"nsga2-gbdt": "searched: NSGA-II + GBDT predictor", "nsga2": "NSGA-II, no predictor",
-              "random": "random search"}  # fmt: skip
+    labels = _LABELS
     for name, r in results.items():
         lines.append(
             f"| {labels.get(name, name)} `{r['genome']}` | supernet {args.epochs} epochs "
@@ -631,16 +975,16 @@ def _from_scratch(space: Any, cfg: Any, splits: Any, args: argparse.Namespace) -
     """``cfg`` trained from random initialisation exactly like ResNet-8: fp32 test accuracy."""
     import torch
 
-    epochs = args.epochs + args.finetune_epochs
+    epochs = args.train_epochs
     torch.manual_seed(args.seed)
-    supernet = torch_default_init(space.build_supernet())
+    supernet = torch_default_init(space.build_supernet()).to(args.device)
     supernet.set_active(cfg)
     network = _Resized(space, supernet, cfg)
     started = time.perf_counter()
-    _train(network, splits, epochs, args.seed, label=space.encode(cfg))
+    _train(network, splits, epochs, args.seed, label=space.encode(cfg), device=args.device)
     seconds = round(time.perf_counter() - started, 1)
     return {"epochs": epochs, "train_seconds": seconds,
-            "fp32_test_accuracy": _test_accuracy(network, splits)}  # fmt: skip
+            "fp32_test_accuracy": _test_accuracy(network, splits, args.device)}  # fmt: skip
 
 
 def torch_default_init(module: Any) -> Any:

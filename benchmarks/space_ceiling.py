@@ -97,7 +97,7 @@ def main() -> int:
                              "(e.g. to train them for more --epochs)")  # fmt: skip
     parser.add_argument("--best", type=int, default=10, help="with --from-results; reseed")
     parser.add_argument("--epochs", type=int, default=8, help="the search benchmark's 6 + 2")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="train, rank: cpu or cuda")
     parser.add_argument("--workers", type=int, default=1, help="models trained at once")
     parser.add_argument("--supernet", type=Path, action="append", default=[],
                         help="rank: a supernet checkpoint whose inherited accuracy to compare")
@@ -328,12 +328,13 @@ def _rank(args: argparse.Namespace, checkpoint: Path) -> None:
     path = args.out / f"inherited-{checkpoint.absolute().parent.name}.json"
     inherited = json.loads(path.read_text()) if path.is_file() else {}
     rows = [json.loads(line) for line in _lines(args.out / "results.jsonl")]
-    genomes = [r["genome"] for r in rows if r["kind"] == "config"]
+    genomes = dict.fromkeys(r["genome"] for r in rows if r["kind"] == "config")  # seeds once
     todo = [g for g in genomes if g not in inherited]
     if not todo:
         return
     splits = load_dataset(args.cifar, seed=args.seed, max_per_split=args.max_per_split)
     space, supernet, _ = load_supernet(checkpoint)
+    supernet.to(args.device)  # evaluation follows the network
     for number, genome in enumerate(todo, 1):
         inherited[genome] = evaluate_accuracy(
             space, supernet, space.decode(genome), splits.val, recalibrate_with=splits.train,

@@ -241,6 +241,8 @@ def test_vit_export_is_all_int8_without_transposes(trained_vit, digits, tmp_path
     assert {"FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX", "HARD_SWISH", "RSQRT",
             "CONCATENATION"} <= ops  # fmt: skip
     assert not ops & {"TRANSPOSE", "PAD", "DEQUANTIZE", "QUANTIZE"}
+    # Without QAT there is no decision to make: the validation split is not run in int8.
+    assert result.manifest["verification"]["validation"]["images"] == 0
 
 
 def test_qat_runs_when_forced_and_the_better_model_is_bundled(trained_cnn, digits, tmp_path):

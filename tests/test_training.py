@@ -277,6 +277,31 @@ def test_resume_of_finished_run_and_extension(toy, digits, tmp_path):
     assert fresh.resumed_from_epoch is None and fresh.epochs_completed == 1
 
 
+_DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", _DEVICES)
+def test_training_on_a_device_evaluates_there_and_resumes_on_the_cpu(
+    toy, digits, tmp_path, device
+):
+    path = tmp_path / "s.pt"
+    trained = _train(toy, digits, path, epochs=1, device=device)
+    assert {p.device.type for p in trained.supernet.parameters()} == {device}
+    accuracy = evaluate(toy, trained.supernet, toy.largest(), digits.val,
+                        recalibrate_with=digits.train, batches=2)  # fmt: skip
+    assert 0.0 <= accuracy <= 1.0
+    saved = torch.load(path, weights_only=True)  # no map_location: it loads anywhere
+    assert {t.device.type for t in saved["supernet"].values()} == {"cpu"}
+    resumed = _train(toy, digits, path, epochs=2, resume=True)  # the default device: the CPU
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
+    assert {p.device.type for p in resumed.supernet.parameters()} == {"cpu"}
+
+
 # --- checkpoint errors -------------------------------------------------------------------------
 def _one_line(excinfo) -> str:
     message = str(excinfo.value)
@@ -504,6 +529,13 @@ def test_cli_train_supernet(tmp_path, capsys):
     assert "resumed from epoch 1" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="unknown space"):
         _train_cli(["train-supernet", "--space", "nope", "--out", str(tmp_path / "x.pt")])
+    bad_device = ["train-supernet", "--space", "tiny-cnn", "--out", str(tmp_path / "x.pt"),
+                  "--device", "tpu"]  # fmt: skip
+    with pytest.raises(ConfigError, match="device='tpu': expected 'cpu', 'cuda' or 'cuda:N'"):
+        _train_cli(bad_device)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device='cuda': no CUDA GPU is available"):
+            _train_cli([*bad_device[:-1], "cuda"])
 
 
 def test_cli_train_supernet_for_a_board_trains_what_fits(tmp_path, capsys):

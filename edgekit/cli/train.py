@@ -48,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads (default: the cores available)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where to train: cpu (default), cuda or cuda:N; the checkpoint loads anywhere "
+        "(e.g. train on a GPU machine, then 'edgekit search --supernet PATH.pt' here)",
+    )
     add_budget_options(
         parser,
         board_help="train only the subnets that fit this board's budgets (profile name or "
@@ -60,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekit.errors import CheckpointError, ConfigError
     from edgekit.spaces import get_space
+    from edgekit.training.supernet import training_device
 
     out = Path(args.out)
     if out.exists() and not (args.resume or args.force):
@@ -68,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if out.is_dir():
         raise CheckpointError(f"--out {str(out)!r} is a directory; expected a file path")
-    get_space(args.space)  # fail on a bad name before loading any data
+    get_space(args.space)  # fail on a bad name or device before loading any data
+    training_device(args.device)
     budget_given = [f"--{k.replace('_', '-')}" for k in ("sram", "flash", "latency_ms")
                     if getattr(args, k) is not None]  # fmt: skip
     if budget_given and args.board is None:
@@ -115,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             progress=report,
             num_threads=args.threads,
             sampler=sampler,
+            device=args.device,
             **settings,
         )
     from rich.table import Table

@@ -542,8 +542,9 @@ def export_model(
     ``qat``: ``"auto"`` fine-tunes with fake quantization when post-training quantization
     loses more than ``qat_threshold`` (a fraction: 0.005 = half a point, a margin below the
     1-point target) of accuracy on the validation split or on 1,000 training images,
-    ``"always"`` / ``"never"`` force it; the QAT model is bundled when its validation accuracy
-    is higher (the test split only reports). The representative set is
+    ``"always"`` / ``"never"`` force it (``"never"`` also skips the int8 run of the validation
+    split, which only serves that decision); the QAT model is bundled when its validation
+    accuracy is higher (the test split only reports). The representative set is
     ``representative_images`` training images; reported accuracies use the test split (its
     first ``max_test_images``).
     ``sparse`` (``True`` or a :class:`~edgekit.export.sparse.SparseSettings`) instead prunes
@@ -578,7 +579,7 @@ def export_model(
     test_images = model_inputs(space, cfg, test.x[:count])
     test_labels = test.y[:count]
     evaluation: dict[str, Any] = {}
-    if len(splits.val):
+    if len(splits.val) and qat != "never":  # validation only serves the QAT decisions
         evaluation = {
             "val_images": model_inputs(space, cfg, splits.val.x),
             "val_labels": splits.val.y,
@@ -630,7 +631,7 @@ def export_model(
         space=space, cfg=cfg, splits=splits, chosen=chosen, ptq=ptq, qat=qat_model,
         io=io_specs(chosen.model), memory=memory, board=board, checkpoint_path=checkpoint_path,
         representative_images=len(representative), test_images=count,
-        val_images=len(splits.val), timings=timings,
+        val_images=len(evaluation.get("val_labels", ())), timings=timings,
     )  # fmt: skip
     files = write_bundle(
         out_dir, chosen.model, manifest, _report(manifest),

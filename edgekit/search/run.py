@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit import __version__
+from edgekit.export.pipeline import QAT_MODES
 from edgekit.search.budget import Budget
 from edgekit.search.errors import ImpossibleBudgetError, SearchError
 from edgekit.search.objectives import SUPERNET_SUBNETS, subnet_sampler
@@ -64,7 +65,6 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
 TEST_POINTS_PER_SPACE = 20  # Pareto points per space whose test accuracy the report shows
-QAT_MODES = ("auto", "always", "never")
 
 
 @dataclass

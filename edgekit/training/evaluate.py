@@ -45,6 +45,11 @@ def to_nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    """Where ``module``'s parameters live: batches follow the network (CPU or a GPU)."""
+    return next(module.parameters(), torch.empty(0)).device
+
+
 def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
     """Every BatchNorm-like layer (anything with running stats it can reset)."""
     return [
@@ -110,6 +115,7 @@ def recalibrate_bn(
         return
     order = _sample_order(len(split), seed)[: batches * batch_size]
     images = split.x
+    device = _device_of(supernet)
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
@@ -121,7 +127,7 @@ def recalibrate_bn(
                 index = order[start : start + batch_size].numpy()
                 if len(index) < 2:  # BatchNorm cannot take train-mode statistics of one image
                     continue
-                supernet(prepare_input(space, to_nchw(images[index]), cfg))
+                supernet(prepare_input(space, to_nchw(images[index]).to(device), cfg))
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
@@ -164,10 +170,11 @@ def evaluate(
         supernet.set_active(cfg)
         supernet.eval()
         correct = 0
+        device = _device_of(supernet)
         with torch.no_grad():
             for start in range(0, count, batch_size):
                 stop = min(start + batch_size, count)
-                x = prepare_input(space, to_nchw(split.x[start:stop]), cfg)
-                predicted = supernet(x).argmax(dim=1)
+                x = prepare_input(space, to_nchw(split.x[start:stop]).to(device), cfg)
+                predicted = supernet(x).argmax(dim=1).cpu()
                 correct += int((predicted == torch.from_numpy(split.y[start:stop])).sum())
     return correct / count

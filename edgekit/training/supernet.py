@@ -125,6 +125,19 @@ def derived_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
+def training_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that exists here; a ConfigError naming it otherwise."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device={device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from e
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r}: no CUDA GPU is available on this machine")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    return parsed
+
+
 def limit_threads(num_threads: int | None = None) -> int:
     """Cap torch's intra-op threads at the CPU cores this process may use (or ``num_threads``)."""
     available = (
@@ -149,6 +162,7 @@ def train_supernet(
     progress: ProgressCallback | None = None,
     num_threads: int | None = None,
     sampler: SubnetSampler | None = None,
+    device: str | torch.device = "cpu",
     **options: Any,
 ) -> TrainResult:
     """Train ``space``'s supernet on ``splits.train`` and checkpoint it after every epoch.
@@ -160,7 +174,8 @@ def train_supernet(
     checkpoint it starts afresh. ``progress(done_steps, total_steps, status)`` is called after
     every step. ``sampler`` picks the subnets each step trains (default: the whole space;
     :class:`~edgekit.training.sampling.FittingSampler` trains only those that fit a budget);
-    a run resumes only with the same one.
+    a run resumes only with the same one. ``device`` ("cpu", "cuda", ...) is where the supernet
+    trains and where the returned one lives; a checkpoint resumes on any device.
     """
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainSettings)})
     if unknown:
@@ -176,7 +191,9 @@ def train_supernet(
     _check_data(space, splits)
     limit_threads(num_threads)
     sampler = sampler or SpaceSampler(space)
-    return _Trainer(space, splits, settings, sampler, Path(checkpoint_path), progress).run(resume)
+    trainer = _Trainer(space, splits, settings, sampler, Path(checkpoint_path), progress,
+                       training_device(device))  # fmt: skip
+    return trainer.run(resume)
 
 
 def _check_data(space: SearchSpace, splits: Splits) -> None:
@@ -208,15 +225,17 @@ class _Trainer:
         sampler: SubnetSampler,
         path: Path,
         progress: ProgressCallback | None,
+        device: torch.device,
     ) -> None:
         self.space = space
+        self.device = device
         self.sampler = sampler
         self.splits = splits
         self.settings = settings
         self.path = path
         self.progress = progress
-        self.train_x = to_nchw(splits.train.x)
-        self.train_y = torch.from_numpy(splits.train.y)
+        self.train_x = to_nchw(splits.train.x).to(device)
+        self.train_y = torch.from_numpy(splits.train.y).to(device)
         self.steps_per_epoch = len(self._batches(0))
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # completed epochs
@@ -230,7 +249,7 @@ class _Trainer:
         torch.manual_seed(s.seed)
         random.seed(s.seed)
         np.random.seed(s.seed % 2**32)
-        self.supernet = self.space.build_supernet()
+        self.supernet = self.space.build_supernet().to(self.device)
         decay, no_decay = [], []
         for param in self.supernet.parameters():
             if param.requires_grad:
@@ -289,8 +308,9 @@ class _Trainer:
             "complete": self.epoch >= self.settings.epochs,
             "history": list(self.history),
             "partial": {"loss_sum": self.loss_sum, "loss_count": self.loss_count},
-            "supernet": self.supernet.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            # On the CPU, so that a GPU-trained checkpoint loads on any machine.
+            "supernet": _on_cpu(self.supernet.state_dict()),
+            "optimizer": _on_cpu(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "rng": {
                 "python": random.getstate(),
@@ -442,7 +462,7 @@ class _Trainer:
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         s = self.settings
         if s.hflip:
-            flip = torch.rand(len(x), generator=generator) < 0.5
+            flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if s.shift:
             height, width = x.shape[-2:]
@@ -459,6 +479,7 @@ class _Trainer:
     def _step(self, index: torch.Tensor, epoch: int, step: int) -> float:
         s = self.settings
         generator = torch.Generator().manual_seed(derived_seed(s.seed, 1, epoch, step))
+        index = index.to(self.device)
         x = self._augment(self.train_x[index], generator)
         y = self.train_y[index]
         rng = random.Random(derived_seed(s.seed, 2, epoch, step))
@@ -500,6 +521,16 @@ class _Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return value
+
+
+def _on_cpu(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_on_cpu(value) for value in state)
+    return state
 
 
 def _as_python_state(state: Any) -> tuple[Any, ...]:

@@ -685,6 +685,9 @@ def _scratch(splits: Any, baseline: dict[str, Any], results: dict[str, list[dict
                 row = {**_scratch_saved(weights), "arena_board_bytes": arena,
                        "flash_bytes": flash, "fits": arena <= baseline["arena_board_bytes"]
                        and flash <= baseline["flash_bytes"]}  # fmt: skip
+            if row["epochs"] != args.train_epochs:
+                raise SystemExit(f"{weights} was trained for {row['epochs']} epochs, not "
+                                 f"--train-epochs {args.train_epochs}: use another --out")
             rows.append({**row, "label": label, "search_seed": number})
     return rows
 

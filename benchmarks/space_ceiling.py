@@ -31,11 +31,11 @@ K seeds, as ResNet-8 is (one seed's spread is as large as the differences betwee
 ``train`` needs only torch and the folder; it appends one line per trained model to
 ``results.jsonl`` (a killed run loses only the models in flight). ``rank --supernet PATH``
 measures every trained config's accuracy inherited from a supernet checkpoint, as the search
-measures it (BatchNorm recalibration, ``--eval-samples`` validation images), into
-``inherited-<checkpoint folder>.json``. ``report`` prints the markdown for docs/BENCHMARKS.md
-and writes ``ceiling.png``: how many configs beat ResNet-8, the best ones, and how well MACs,
-parameters and each ranked supernet order the configs (Kendall tau, and what the top config
-by each would have scored).
+measures it (BatchNorm recalibration, ``--eval-samples`` validation images; ``--device cuda``
+on a GPU), into ``inherited-<checkpoint folder>.json``. ``report`` prints the markdown for
+docs/BENCHMARKS.md and writes ``ceiling.png``: how many configs beat ResNet-8, the best ones,
+and how well MACs, parameters and each ranked supernet order the configs (Kendall tau, and
+what the top config by each would have scored).
 
 Patch-based configs are trained whole-image: patch execution computes the same outputs.
 """
@@ -161,7 +161,7 @@ def _plan(args: argparse.Namespace) -> None:
             cfg = space.sample(rng)
             whole = space.whole_image(cfg)
             known = chosen.get(whole)
-            if (known is None or cfg.patch_grid < known.patch_grid) and fits_budget(
+            if (known is None or _grid(cfg) < _grid(known)) and fits_budget(
                 space, cfg, board, budget
             ):
                 chosen[whole] = cfg
@@ -188,6 +188,11 @@ def _plan(args: argparse.Namespace) -> None:
             "entries": entries}  # fmt: skip
     (args.out / "plan.json").write_text(json.dumps(plan, indent=1))
     logger.info("configs %s; %d models planned", source, len(entries))
+
+
+def _grid(cfg: Any) -> int:
+    """A config's patch grid; 1 for a space without one (tiny-vit)."""
+    return getattr(cfg, "patch_grid", 1)
 
 
 def _write_splits(cifar: Path, splits: Any, path: Path) -> None:

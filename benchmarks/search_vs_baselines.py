@@ -121,7 +121,7 @@ def main() -> int:
                              "choices are trained from scratch in fp32 only (default: "
                              "%(default)s)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1,
-                        help="networks trained at once by the scratch step (default: "
+                        help="networks the scratch step trains or exports at once (default: "
                              "%(default)s)")  # fmt: skip
     parser.add_argument("--device", default="cpu",
                         help="where networks train: cpu or cuda (exports always run on the "

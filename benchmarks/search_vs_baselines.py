@@ -460,16 +460,22 @@ def _resnet8_graph(module: Any, input_shape: tuple[int, int, int], num_classes: 
 
 
 def _resnet8(splits: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """ResNet-8 trained (the scratch step's seed ``seed``: the same weights serve both) and
+    exported: the figures that set the budgets."""
     import torch
 
-    epochs = args.train_epochs
-    torch.manual_seed(args.seed)
-    module = _resnet8_module(splits.num_classes, splits.input_shape[2]).to(args.device)
-    started = time.perf_counter()
-    _train(module, splits, epochs, args.seed, device=args.device)
-    train_seconds = time.perf_counter() - started
-    result = _resnet8_export(module.cpu(), splits, args.seed, args.out / "resnet8.tflite")
-    return {"epochs": epochs, "train_seconds": round(train_seconds, 1), **result}
+    weights = _scratch_weights(None, args.seed, args, splits)
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    result = _resnet8_export(_resnet8_loaded(saved, splits), splits, args.seed,
+                             args.out / "resnet8.tflite")  # fmt: skip
+    return {"epochs": saved["epochs"], "train_seconds": saved["train_seconds"], **result}
+
+
+def _resnet8_loaded(saved: dict[str, Any], splits: Any) -> Any:
+    """ResNet-8 with the weights ``_scratch_weights`` saved, in eval mode on the CPU."""
+    module = _resnet8_module(splits.num_classes, splits.input_shape[2])
+    module.load_state_dict(saved["state"])
+    return module.eval()
 
 
 def _resnet8_export(module: Any, splits: Any, seed: int, path: Path) -> dict[str, Any]:
@@ -784,9 +790,7 @@ def _scratch_export(genome: str | None, weights: Path, splits: Any, baseline: di
 
     saved = torch.load(weights, map_location="cpu", weights_only=True)
     if genome is None:
-        module = _resnet8_module(splits.num_classes, splits.input_shape[2])
-        module.load_state_dict(saved["state"])
-        figures = _resnet8_export(module.eval(), splits, saved["seed"],
+        figures = _resnet8_export(_resnet8_loaded(saved, splits), splits, saved["seed"],
                                   weights.with_suffix(".tflite"))  # fmt: skip
         arena = figures["arena_board_bytes"]
     else:
@@ -975,19 +979,10 @@ def _reach(splits: Any, baseline: dict[str, Any], args: argparse.Namespace) -> d
 
 
 def _from_scratch(space: Any, cfg: Any, splits: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """``cfg`` trained from random initialisation exactly like ResNet-8: fp32 test accuracy."""
-    import torch
-
-    epochs = args.train_epochs
-    torch.manual_seed(args.seed)
-    supernet = torch_default_init(space.build_supernet()).to(args.device)
-    supernet.set_active(cfg)
-    network = _Resized(space, supernet, cfg)
-    started = time.perf_counter()
-    _train(network, splits, epochs, args.seed, label=space.encode(cfg), device=args.device)
-    seconds = round(time.perf_counter() - started, 1)
-    return {"epochs": epochs, "train_seconds": seconds,
-            "fp32_test_accuracy": _test_accuracy(network, splits, args.device)}  # fmt: skip
+    """``cfg`` trained from random initialisation exactly like ResNet-8 (the scratch step's
+    training, seed ``seed``, kept in ``scratch/``): fp32 test accuracy."""
+    saved = _scratch_saved(_scratch_weights(space.encode(cfg), args.seed, args, splits))
+    return {key: saved[key] for key in ("epochs", "train_seconds", "fp32_test_accuracy")}
 
 
 def torch_default_init(module: Any) -> Any:

@@ -113,13 +113,16 @@ def main() -> int:
                              "%(default)s)")  # fmt: skip
     parser.add_argument("--scratch-export", action=argparse.BooleanOptionalAction,
                         default=True,
-                        help="export the scratch step's ResNet-8 and first-seed choices to int8 "
-                             "and measure them in TFLite Micro (default: on; off: fp32 only)")
+                        help="export the scratch step's ResNet-8 and the choices of the first "
+                             "--export-search-seeds search seeds to int8 and measure them in "
+                             "TFLite Micro (default: on; off: fp32 only)")
+    parser.add_argument("--export-search-seeds", type=int, default=1,
+                        help="search seeds whose choices the scratch step exports, every "
+                             "training seed of each (default: %(default)s)")
     parser.add_argument("--search-seeds", type=int, default=1,
                         help="run each search with this many seeds (seed, seed+1, ...) on the "
-                             "same supernet; the later ones are not exported, and their "
-                             "choices are trained from scratch in fp32 only (default: "
-                             "%(default)s)")  # fmt: skip
+                             "same supernet; only the first one fine-tunes and exports its "
+                             "choice (default: %(default)s)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1,
                         help="networks the scratch step trains or exports at once (default: "
                              "%(default)s)")  # fmt: skip
@@ -359,61 +362,12 @@ def _resnet8_module(
 
 def _train(module: Any, splits: Any, epochs: int, seed: int, label: str = "ResNet-8",
            device: str = "cpu") -> None:
-    """The supernet trainer's recipe (edgekit.training.TrainSettings) on one network (already
-    on ``device``). The batch order and augmentation draws come from a CPU generator, so a
-    GPU run sees the same batches as a CPU run."""
-    import torch
-    import torch.nn.functional as F
+    """The supernet's recipe (``RECIPE``) on one network (already on ``device``), as
+    ``edgekit search --scratch-epochs`` trains a chosen architecture."""
+    from edgekit.training import TrainSettings, train_network
 
-    from edgekit.training import to_nchw
-
-    torch.manual_seed(seed)
-    r = RECIPE
-    images = to_nchw(splits.train.x).to(device)
-    labels = torch.from_numpy(splits.train.y).to(device)
-    decay = [p for p in module.parameters() if p.ndim > 1]
-    no_decay = [p for p in module.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": r["weight_decay"]},
-              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
-    optimizer = torch.optim.AdamW(groups, lr=r["lr"])
-    steps = len(images) // r["batch_size"]
-    total, warmup = epochs * steps, round(r["warmup_epochs"] * steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        low = r["min_lr_ratio"]
-        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    generator = torch.Generator().manual_seed(seed)
-    batch, shift = r["batch_size"], r["shift"]
-    for epoch in range(epochs):
-        module.train()
-        # An epoch's draws up front, in the order a step-by-step loop would make them: the
-        # batches stay the same, and a GPU run copies them once instead of syncing every step.
-        order = torch.randperm(len(images), generator=generator)
-        flips, shifts = [], []
-        for _ in range(steps):
-            flips.append(torch.rand(batch, generator=generator) < 0.5)
-            shifts.append(torch.randint(0, 2 * shift + 1, (2,), generator=generator).tolist())
-        order, flips = order.to(device), torch.stack(flips).to(device)
-        for step in range(steps):
-            index = order[step * batch : (step + 1) * batch]
-            x = images[index]
-            x = torch.where(flips[step][:, None, None, None], x.flip(3), x)
-            padded = F.pad(x, (shift, shift, shift, shift))
-            dy, dx = shifts[step]
-            x = padded[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
-            loss = F.cross_entropy(module(x), labels[index], label_smoothing=r["label_smoothing"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), r["grad_clip"])
-            optimizer.step()
-            scheduler.step()
-        logger.info("%s epoch %d/%d: loss %.3f", label, epoch + 1, epochs, float(loss.detach()))
-    module.eval()
+    train_network(module, splits, TrainSettings(epochs=epochs, seed=seed, **RECIPE),
+                  device=device, label=label)  # fmt: skip
 
 
 def _resnet8_graph(module: Any, input_shape: tuple[int, int, int], num_classes: int) -> Any:
@@ -643,9 +597,11 @@ def _scratch(splits: Any, baseline: dict[str, Any], results: dict[str, list[dict
     initialisation for ``--train-epochs`` (the same training for every model: the search's
     own cost is the supernet and the evaluations): ResNet-8 and the first search seed's
     choices with seeds 0 .. ``--scratch-seeds``-1, the other search seeds' choices with
-    ``--repeat-seeds`` seeds. With ``export`` and ``--scratch-export``, ResNet-8 and the first
-    search seed's choices are then exported with post-training quantization and measured in
-    TFLite Micro; the others keep their fp32 test accuracy. Weights and figures are kept per
+    ``--repeat-seeds`` seeds, each with :func:`edgekit.training.train_subnet` (what
+    ``edgekit search --scratch-epochs`` does with its choice). With ``export`` and
+    ``--scratch-export``, ResNet-8 and the first ``--export-search-seeds`` search seeds'
+    choices are then exported with post-training quantization and measured in TFLite Micro;
+    the others keep their fp32 test accuracy. Weights and figures are kept per
     architecture and seed in ``scratch/``, so training and export may run on different
     machines."""
     entries = [("resnet8", 0, None)] + [
@@ -673,7 +629,8 @@ def _scratch(splits: Any, baseline: dict[str, Any], results: dict[str, list[dict
         _scratch_weights(*job, splits)
     if not export:
         return []
-    exports = {(genome, seed) for _, number, genome in entries if number == 0
+    exports = {(genome, seed) for _, number, genome in entries
+               if number < max(1, args.export_search_seeds)
                for seed in seeds(number)} if args.scratch_export else set()  # fmt: skip
     todo = [(genome, _scratch_path(genome, seed, args), baseline, args)
             for genome, seed in sorted(exports, key=str)
@@ -756,19 +713,22 @@ def _scratch_weights(genome: str | None, seed: int, args: argparse.Namespace,
     path = _scratch_path(genome, seed, args)
     if path.is_file():
         return path
-    torch.manual_seed(seed)
+    started = time.perf_counter()
     if genome is None:
+        torch.manual_seed(seed)
         module = _resnet8_module(splits.num_classes, splits.input_shape[2]).to(args.device)
+        _train(module, splits, args.train_epochs, seed, label=f"ResNet-8 seed {seed}",
+               device=args.device)  # fmt: skip
         network = module
     else:
+        # What edgekit search --scratch-epochs does with the chosen architecture.
+        from edgekit.training import TrainSettings, train_subnet
+
         space = _space(args, splits)
         cfg = space.decode(genome)
-        module = torch_default_init(space.build_supernet()).to(args.device)
-        module.set_active(cfg)
+        settings = TrainSettings(epochs=args.train_epochs, seed=seed, **RECIPE)
+        module = train_subnet(space, cfg, splits, settings, device=args.device).to(args.device)
         network = _Resized(space, module, cfg)
-    started = time.perf_counter()
-    _train(network, splits, args.train_epochs, seed, label=f"{genome or 'ResNet-8'} seed {seed}",
-           device=args.device)  # fmt: skip
     seconds = time.perf_counter() - started
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
     path.parent.mkdir(exist_ok=True)
@@ -983,20 +943,6 @@ def _from_scratch(space: Any, cfg: Any, splits: Any, args: argparse.Namespace) -
     training, seed ``seed``, kept in ``scratch/``): fp32 test accuracy."""
     saved = _scratch_saved(_scratch_weights(space.encode(cfg), args.seed, args, splits))
     return {key: saved[key] for key in ("epochs", "train_seconds", "fp32_test_accuracy")}
-
-
-def torch_default_init(module: Any) -> Any:
-    """``module`` with every conv, linear and BatchNorm layer reset to PyTorch's default
-    initialisation, as ResNet-8's are: tiny-cnn's supernet initialises its own way (Kaiming
-    normal fan-out, a 0.01 classifier), which cost ResNet-8 ~5 points under this recipe (AdamW,
-    8 epochs; docs/BENCHMARKS.md). Space-ceiling runs before 2026-11-27 19:00 UTC trained with that
-    initialisation."""
-    import torch
-
-    for unit in module.modules():
-        if isinstance(unit, torch.nn.Conv2d | torch.nn.Linear | torch.nn.BatchNorm2d):
-            unit.reset_parameters()
-    return module
 
 
 def _test_accuracy(network: Any, splits: Any, device: str = "cpu") -> float:

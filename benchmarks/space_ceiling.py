@@ -68,7 +68,6 @@ from search_vs_baselines import (  # noqa: E402
     _resnet8_module,
     _test_accuracy,
     _train,
-    torch_default_init,
 )
 
 logger = logging.getLogger("benchmarks.space_ceiling")
@@ -290,6 +289,7 @@ def _reseed(args: argparse.Namespace) -> None:
 
 def _train_one(job: tuple[dict[str, Any], int, str, str, str]) -> dict[str, Any]:
     from edgekit.spaces import get_space
+    from edgekit.training import torch_default_init
 
     entry, epochs, splits_path, device, space_name = job
     global _SPLITS

@@ -385,6 +385,43 @@ def test_chosen_model_is_finetuned_exported_and_reported(
     assert "int8 test 49.00%" in html and "24.4 KiB" in html
 
 
+def test_chosen_model_trained_alone_is_exported_with_its_own_batchnorm(
+    tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exported: list[str] = []
+    fake = _fake_exporter(exported)
+    given: list[dict[str, Any]] = []
+
+    def exporter(space, supernet, cfg, splits, out_dir, **kwargs):  # type: ignore[no-untyped-def]
+        given.append({"module": supernet, **kwargs})
+        return fake(space, supernet, cfg, splits, out_dir, **kwargs)
+
+    monkeypatch.setattr(objectives, "export_subnet", exporter)
+    searched = _supernet()
+    result = _search(tmp_path / "run", splits, searched, export=True, scratch_epochs=1)
+    assert exported == [result.chosen.genome]
+    (trained,) = [r for r in read_records(result.run_dir / "trials.jsonl")
+                  if r["kind"] == "trained"]  # fmt: skip
+    assert trained["genome"] == result.chosen.genome and trained["epochs"] == 1
+    assert 0.0 <= trained["val_accuracy"] <= 1.0 and trained["device"] == "cpu"
+    weights = result.run_dir / "trained" / f"tiny-vit-{result.chosen.genome}.pt"
+    assert given[0]["checkpoint_path"] == str(weights) and weights.is_file()
+    # Fresh weights, not the supernet's, and their own BatchNorm statistics at export.
+    assert given[0]["module"] is not searched and given[0]["recalibrate"] is False
+    shared = searched.state_dict()
+    assert any(not torch.equal(v, shared[k]) for k, v in given[0]["module"].state_dict().items())
+    assert "trained on its own from fresh weights for 1 epoch(s)" in (
+        result.report["markdown"].read_text()
+    )
+    # Resuming trains and exports nothing more; a run with other settings is refused.
+    _search(tmp_path / "run", splits, _supernet(), export=True, scratch_epochs=1, resume=True)
+    assert len(exported) == 1
+    with pytest.raises(SearchError, match="scratch_epochs"):
+        _search(tmp_path / "run", splits, _supernet(), export=True, scratch_epochs=2, resume=True)
+    with pytest.raises(SearchError, match="scratch_epochs=-1"):
+        _search(tmp_path / "other", splits, _supernet(), scratch_epochs=-1)
+
+
 def test_an_export_over_the_budgets_is_passed_over_for_the_next_choice(
     tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -508,6 +545,14 @@ def test_search_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(command) == 1  # the folder holds a run now: --resume or another --out
     assert "pass --resume" in capsys.readouterr().err
     assert cli.main([*command, "--resume"]) == 0
+    # Bad final-training options fail before any work, naming the value.
+    elsewhere = [*command[:command.index("--out") + 1], str(tmp_path / "other"),
+                 *command[command.index("--out") + 2 :]]  # fmt: skip
+    assert cli.main([*elsewhere, "--scratch-epochs", "-1"]) == 1
+    assert "scratch_epochs=-1" in capsys.readouterr().err
+    assert cli.main([*elsewhere, "--device", "tpu"]) == 1
+    assert "tpu" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
 
 
 def test_demo_end_to_end_on_a_folder_from_an_older_edgekit(

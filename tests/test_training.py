@@ -23,12 +23,14 @@ from edgekit.spaces import ArchConfig, Counts, SearchSpace
 from edgekit.training import (
     FittingSampler,
     SpaceSampler,
+    TrainSettings,
     evaluate,
     load_supernet,
     preserved_buffers,
     read_checkpoint,
     recalibrate_bn,
     save_checkpoint,
+    train_subnet,
     train_supernet,
 )
 
@@ -300,6 +302,36 @@ def test_training_on_a_device_evaluates_there_and_resumes_on_the_cpu(
     resumed = _train(toy, digits, path, epochs=2, resume=True)  # the default device: the CPU
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
     assert {p.device.type for p in resumed.supernet.parameters()} == {"cpu"}
+
+
+# --- one network trained on its own ------------------------------------------------------------
+@pytest.mark.parametrize("device", _DEVICES)
+def test_a_subnet_trained_alone_learns_reproducibly_and_returns_on_the_cpu(toy, digits, device):
+    cfg = toy.decode("r12-w16-d2")
+    settings = TrainSettings(epochs=8, **SMALL)
+    calls = []
+    trained = train_subnet(toy, cfg, digits, settings, device=device,
+                           progress=lambda *a: calls.append(a))  # fmt: skip
+    assert {p.device.type for p in trained.parameters()} == {"cpu"}
+    assert trained.active == cfg and not trained.training
+    steps = len(digits.train) // settings.batch_size
+    assert calls[-1][:2] == (8 * steps, 8 * steps) and "epoch 8/8" in calls[-1][2]
+    # Its own BatchNorm statistics serve: no recalibration needed to be well above chance.
+    assert evaluate(toy, trained, cfg, digits.val) > 0.5
+    if device == "cpu":
+        again = train_subnet(toy, cfg, digits, settings)
+        other = train_subnet(toy, cfg, digits, TrainSettings(epochs=8, **{**SMALL, "seed": 1}))
+        assert _same_state(trained, again) and not _same_state(trained, other)
+
+
+def test_a_subnet_trained_alone_starts_from_fresh_weights_whatever_the_seed_state(toy, digits):
+    cfg = toy.decode("r8-w8-d1")
+    settings = TrainSettings(epochs=1, **SMALL)
+    first = train_subnet(toy, cfg, digits, settings)
+    torch.manual_seed(12345)  # the caller's random state does not leak in
+    assert _same_state(first, train_subnet(toy, cfg, digits, settings))
+    with pytest.raises(DatasetError):
+        train_subnet(ToySpace(num_classes=3, in_channels=1), cfg, digits, settings)
 
 
 # --- checkpoint errors -------------------------------------------------------------------------

@@ -96,13 +96,14 @@ def evaluate_accuracy(
     cfg: ArchConfig,
     split: Split,
     *,
-    recalibrate_with: Split,
+    recalibrate_with: Split | None,
     batches: int,
     max_samples: int | None,
     seed: int,
 ) -> float:
     """Top-1 accuracy of subnet ``cfg`` inherited from ``supernet`` after BatchNorm
-    recalibration on ``recalibrate_with`` (the supernet is left unchanged)."""
+    recalibration on ``recalibrate_with`` (None: with the statistics it holds); the supernet
+    is left unchanged."""
     from edgekit.training import evaluate
 
     return evaluate(
@@ -155,11 +156,13 @@ def prepare_supernet(
     progress: ProgressCallback | None = None,
     num_threads: int | None = None,
     sampler: Callable[[], SubnetSampler] | None = None,
+    device: str = "cpu",
 ) -> tuple[nn.Module, str]:
     """The trained supernet to search: ``source`` itself (a module), a checkpoint to reuse
     (a path), or, for ``None``, one trained (or resumed) at ``checkpoint_path`` with the space's
-    recipe, on the subnets ``sampler()`` returns (default: the whole space). Returns
-    ``(supernet, where)``; ``where`` is the checkpoint path or "in-memory"."""
+    recipe, on the subnets ``sampler()`` returns (default: the whole space), on ``device``.
+    Returns ``(supernet, where)``, the supernet on the CPU; ``where`` is the checkpoint path
+    or "in-memory"."""
     from edgekit.training import load_supernet, recipe, train_supernet
 
     if source is not None and not isinstance(source, str | os.PathLike):
@@ -193,9 +196,10 @@ def prepare_supernet(
         progress=progress,
         num_threads=num_threads,
         sampler=None if sampler is None else sampler(),
+        device=device,
         **settings,
     )
-    return result.supernet, str(checkpoint_path)
+    return result.supernet.cpu(), str(checkpoint_path)
 
 
 def supernet_teacher(space: SearchSpace, where: str) -> ArchConfig:
@@ -307,9 +311,11 @@ def export_subnet(
     qat: str = "auto",
     checkpoint_path: str | None = None,
     progress: ProgressCallback | None = None,
+    recalibrate: bool = True,
 ) -> dict[str, Any]:
     """Export ``cfg`` as a verified int8 TFLite Micro bundle in ``out_dir``; returns the
-    figures the search report needs (JSON-ready)."""
+    figures the search report needs (JSON-ready). ``recalibrate=False`` keeps the BatchNorm
+    statistics ``supernet`` holds (a network trained on its own)."""
     from edgekit.export import export_model
 
     result = export_model(
@@ -321,6 +327,7 @@ def export_subnet(
         board=board,
         checkpoint_path=checkpoint_path,
         qat=qat,
+        recalibrate=recalibrate,
         seed=seed,
         progress=progress,
     )

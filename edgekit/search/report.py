@@ -80,6 +80,9 @@ def _collect(run_dir: Path) -> dict[str, Any]:
         "finetunes": {
             (r["space"], r["genome"]): r for r in records if r.get("kind") == "finetune"
         },
+        "trained": {
+            (r["space"], r["genome"]): r for r in records if r.get("kind") == "trained"
+        },
         "summaries": {r["space"]: r for r in records if r.get("kind") == "summary"},
         "counts": counts,
     }
@@ -204,6 +207,7 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
         "spaces": spaces,
         "exports": exports,
         "finetunes": list(data["finetunes"].values()),
+        "trained_alone": list(data["trained"].values()),
         "memory_model": "config-based TFLite Micro model (edgekit.estimate.from_config)",
         "latency_model": "analytic, uncalibrated priors (edgekit.estimate.latency)",
     }
@@ -249,6 +253,13 @@ def _chosen_lines(data: dict[str, Any]) -> list[str]:
         f"{format_size(chosen.flash_bytes)}, latency {chosen.latency_ms:.2f} ms, "
         f"{chosen.macs:,} MACs, {chosen.params:,} parameters",
     ]
+    alone = data["trained"].get(chosen.key)
+    if alone is not None:
+        lines.append(
+            f"- trained on its own from fresh weights for {alone['epochs']} epoch(s) "
+            f"({alone['train_seconds']:.0f} s on {alone['device']}): validation "
+            f"{_percent(alone['val_accuracy'])}"
+        )
     tune = data["finetunes"].get(chosen.key)
     if tune is not None:
         lines.append(

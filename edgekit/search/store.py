@@ -9,6 +9,8 @@ readers ignore it and the next writer cuts it off before appending. Record kinds
   (feasible, but the accuracy predictor ranked it below the generation's cut);
 - ``"test"``: test-split accuracy of a Pareto point (for the final report only);
 - ``"finetune"``: validation accuracy of a chosen model before and after fine-tuning;
+- ``"trained"``: a chosen model trained on its own from fresh weights (``scratch_epochs``):
+  epochs, seconds, validation accuracy;
 - ``"export"``: a deployment bundle written for a chosen model, with its measured figures.
 
 ``.lock`` is held with ``flock`` for the whole run, so a second search on the same folder fails

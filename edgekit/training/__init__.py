@@ -1,5 +1,6 @@
-"""Supernet training (sandwich rule + in-place distillation), evaluation, BatchNorm
-recalibration and checkpoints. Imports torch: import it lazily from start-up paths."""
+"""Supernet training (sandwich rule + in-place distillation), one network trained on its own,
+evaluation, BatchNorm recalibration and checkpoints. Imports torch: import it lazily from
+start-up paths."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from edgekit.training.evaluate import (
 )
 from edgekit.training.recipes import RECIPES, recipe
 from edgekit.training.sampling import FittingSampler, SpaceSampler, SubnetSampler
-from edgekit.training.supernet import TrainResult, TrainSettings, limit_threads, train_supernet
+from edgekit.training.standalone import torch_default_init, train_network, train_subnet
+from edgekit.training.supernet import (
+    TrainResult,
+    TrainSettings,
+    limit_threads,
+    train_supernet,
+    training_device,
+)
 
 __all__ = [
     "RECIPES",
@@ -40,5 +48,9 @@ __all__ = [
     "recipe",
     "save_checkpoint",
     "to_nchw",
+    "torch_default_init",
+    "train_network",
+    "train_subnet",
     "train_supernet",
+    "training_device",
 ]

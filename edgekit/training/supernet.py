@@ -138,6 +138,34 @@ def training_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
+def make_optimizer(module: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """``settings``' optimizer over ``module``'s trainable parameters; weight decay spares
+    biases and normalisation weights (every parameter of one dimension or less)."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=settings.lr)
+    return torch.optim.SGD(groups, lr=settings.lr, momentum=0.9, nesterov=True)
+
+
+def lr_factor(step: int, settings: TrainSettings, steps_per_epoch: int) -> float:
+    """The learning-rate multiplier at ``step``: linear warm-up, then cosine down to
+    ``settings.min_lr_ratio`` at the last step."""
+    total = max(1, settings.epochs * steps_per_epoch)
+    warmup = min(total - 1, round(settings.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    low = settings.min_lr_ratio
+    return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def limit_threads(num_threads: int | None = None) -> int:
     """Cap torch's intra-op threads at the CPU cores this process may use (or ``num_threads``)."""
     available = (
@@ -188,7 +216,7 @@ def train_supernet(
         num_random=num_random,
         **options,
     )
-    _check_data(space, splits)
+    check_data(space, splits)
     limit_threads(num_threads)
     sampler = sampler or SpaceSampler(space)
     trainer = _Trainer(space, splits, settings, sampler, Path(checkpoint_path), progress,
@@ -196,7 +224,7 @@ def train_supernet(
     return trainer.run(resume)
 
 
-def _check_data(space: SearchSpace, splits: Splits) -> None:
+def check_data(space: SearchSpace, splits: Splits) -> None:
     if splits.num_classes != space.num_classes:
         raise DatasetError(
             f"dataset {splits.name!r} has {splits.num_classes} classes but the space was built "
@@ -250,30 +278,10 @@ class _Trainer:
         random.seed(s.seed)
         np.random.seed(s.seed % 2**32)
         self.supernet = self.space.build_supernet().to(self.device)
-        decay, no_decay = [], []
-        for param in self.supernet.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        groups = [
-            {"params": decay, "weight_decay": s.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        if s.optimizer == "adamw":
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=s.lr)
-        else:
-            self.optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=0.9, nesterov=True)
+        self.optimizer = make_optimizer(self.supernet, s)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: self._lr_factor(step)
+            self.optimizer, lambda step: lr_factor(step, s, self.steps_per_epoch)
         )
-
-    def _lr_factor(self, step: int) -> float:
-        s = self.settings
-        total = max(1, s.epochs * self.steps_per_epoch)
-        warmup = min(total - 1, round(s.warmup_epochs * self.steps_per_epoch))
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         """The batch indices of ``epoch``: a seeded permutation; a 1-image tail is dropped."""

@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -475,13 +475,19 @@ class _Run:
             passed_over.add(chosen.key)
         return record
 
+    def _records_of(
+        self, kind: str, space: SearchSpace, chosen: Trial
+    ) -> Iterator[dict[str, Any]]:
+        """The stored records of ``kind`` (export, finetune, trained) for ``chosen``, oldest
+        first: what a resumed run reuses."""
+        return (r for r in self.store.records if r.get("kind") == kind
+                and r["space"] == space.name and r["genome"] == chosen.genome)  # fmt: skip
+
     def _export(
         self, space: SearchSpace, supernet: tuple[nn.Module, str], chosen: Trial, out_dir: Path
     ) -> dict[str, Any]:
-        for record in self.store.records:
-            if (record.get("kind") == "export" and record["space"] == space.name
-                    and record["genome"] == chosen.genome
-                    and Path(record["files"]["manifest"]).is_file()):  # fmt: skip
+        for record in self._records_of("export", space, chosen):
+            if Path(record["files"]["manifest"]).is_file():
                 logger.info("%s: reusing the exported bundle %s", space.name, record["bundle"])
                 return record
         alone = self.description["scratch_epochs"] > 0
@@ -523,13 +529,11 @@ class _Run:
         if epochs == 0:
             return module, checkpoint
         path = self.run_dir / "finetuned" / f"{space.name}.pt"
-        for record in self.store.records:
-            if (record.get("kind") == "finetune" and record["space"] == space.name
-                    and record["genome"] == chosen.genome):  # fmt: skip
-                if not record["kept"]:
-                    return module, checkpoint
-                if path.is_file():
-                    return load_module_state(space, path), str(path)
+        for record in self._records_of("finetune", space, chosen):
+            if not record["kept"]:
+                return module, checkpoint
+            if path.is_file():
+                return load_module_state(space, path), str(path)
         cfg = space.from_dict(chosen.config)
 
         def report(done: int, total: int, status: str) -> None:
@@ -573,10 +577,8 @@ class _Run:
         from edgekit.training import TrainSettings, read_checkpoint, recipe, train_subnet
 
         path = self.run_dir / "trained" / f"{space.name}-{chosen.genome}.pt"
-        for record in self.store.records:
-            if (record.get("kind") == "trained" and record["space"] == space.name
-                    and record["genome"] == chosen.genome and path.is_file()):  # fmt: skip
-                return load_module_state(space, path), str(path)
+        if path.is_file() and any(self._records_of("trained", space, chosen)):
+            return load_module_state(space, path), str(path)
         where = supernet[1]
         # The supernet's recipe: what its checkpoint recorded, or the space's default.
         options = (

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgekit.errors import ConfigError
-from edgekit.estimate import _config_fast, _flat_plan, from_config
+from edgekit.estimate import _config_fast, _flat_plan, _patched_kernel, from_config
 from edgekit.estimate._config_arena import _aligned_part, _smallest_fit
 from edgekit.estimate._config_plan import chain_high_water, plan_piece
 from edgekit.estimate.from_config import estimate_config, estimate_config_bytes
@@ -183,7 +183,7 @@ def test_chain_planner_with_shrinking_tensors_equals_the_greedy_planner(seed, ma
 
 
 @pytest.mark.parametrize("pointer_bytes", [4, 8])
-def test_patches_over_a_fused_first_stage_are_exact(pointer_bytes):
+def test_patches_over_a_fused_first_stage_are_exact(pointer_bytes, planner):
     """The patched piece is assembled per layer for fused blocks (two layers, a 3x3 conv and a
     project, with the residual inside the patches) as for inverted residuals."""
     space = get_space("tiny-cnn", num_classes=10, in_channels=3)
@@ -212,3 +212,74 @@ def test_a_patch_reading_the_whole_image_keeps_the_converters_op_order():
     assert ops[0].opcode == "STRIDED_SLICE" and patches[0] == "patch0_0"
     assert patches.index("patch1_1") < patches.index("patch0_1")
     assert estimate_config_bytes(cfg) == _full(cfg, 4)
+
+
+def _two_stage_configs(count: int, seed: int) -> list:
+    rng = random.Random(seed)
+    configs: list = []
+    while len(configs) < count:
+        cfg = get_space("tiny-cnn", rng.choice([2, 10]), rng.choice([1, 3])).sample(rng)
+        if cfg.patch_grid > 1 and cfg.patch_stages == 2:
+            try:
+                estimate_config_bytes(cfg)
+            except ConfigError:  # a patch grid larger than the patched output
+                continue
+            configs.append(cfg)
+    return configs
+
+
+def _bundle_figures(bundle, input_bytes: int = 96) -> tuple:
+    """Everything of a bundle the config's figures read, its plan by its high-water mark."""
+    columns = bundle.plan.columns
+    return (
+        bundle.tensors, bundle.requests, bundle.flash, bundle.layouts, bundle.first_opcode,
+        sorted(dict(bundle.merged).items()), sorted(dict(bundle.shared).items()), bundle.run,
+        columns[:, 0].tolist(), sorted(map(tuple, columns[:, 1:].T.tolist())),
+        _flat_plan.flat_high_water([bundle.plan], input_bytes),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_patch_assembly_equals_the_python_assembly(seed):
+    """A two-stage patched piece assembled from layer templates in compiled code has the
+    same tensors, flash, constants, tail and buffers as the one assembled patch by patch in
+    Python, for random configs (grids 2-4, 1 or 3 input channels) and both pointer widths;
+    templates made for one config serve the next ones."""
+    if _patched_kernel.kernel() is None:
+        pytest.skip("numba is not installed")
+    _config_fast.clear_caches()
+    whole_image_patch = get_space("tiny-cnn", 10, 1).decode(  # a patch reads all the image
+        "r24-st1-w0.5-rk0.5-p3s2-fs1-k555.553.557.7-e232.332.366.6"
+    )
+    configs = [*_two_stage_configs(60, seed), whole_image_patch]
+    for cfg in configs:
+        for pointer_bytes in (4, 8):
+            config = from_config._runtime_for(pointer_bytes, 16)
+            compiled = _config_fast._kernel_patched(cfg, config)
+            assert compiled is not None
+            expected = _config_fast._assembled_patched(cfg, config)
+            assert _bundle_figures(compiled) == _bundle_figures(expected), (cfg, pointer_bytes)
+    assert len(_config_fast._TEMPLATES) == 2  # one store per runtime
+
+
+def test_patch_assembly_runs_as_plain_python_too(monkeypatch):
+    """Without numba the same assembly code runs as Python, with the same result."""
+    if _patched_kernel.kernel() is None:
+        pytest.skip("numba is not installed")
+    config = from_config._runtime_for(4, 16)
+    configs = _two_stage_configs(3, seed=5)
+    compiled = [_bundle_figures(_config_fast._kernel_patched(cfg, config)) for cfg in configs]
+    monkeypatch.setattr(_patched_kernel, "kernel", lambda: _patched_kernel._assemble)
+    assert [
+        _bundle_figures(_config_fast._kernel_patched(cfg, config)) for cfg in configs
+    ] == compiled
+
+
+def test_without_the_compiled_assembly_patched_configs_are_assembled_in_python(monkeypatch):
+    monkeypatch.setattr(_patched_kernel, "kernel", lambda: None)
+    monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
+    from_config._estimate_bytes.cache_clear()
+    cfg = _two_stage_configs(1, seed=3)[0]
+    assert _config_fast._kernel_patched(cfg, from_config._runtime_for(4, 16)) is None
+    assert estimate_config_bytes(cfg) == _full(cfg, 4)
+    from_config._estimate_bytes.cache_clear()

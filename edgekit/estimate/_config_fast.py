@@ -26,12 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from edgekit.errors import ConfigError
+from edgekit.estimate import _patched_kernel
 from edgekit.estimate._config_arena import (
     ArenaFigures,
     OpKey,
     RunTerms,
     TailSummary,
+    _fixed,
     arena_from_terms,
     compose_runs,
     op_profile,
@@ -59,7 +63,7 @@ from edgekit.estimate._config_spaces import (
     pieces_of,
     start,
 )
-from edgekit.estimate._flat_plan import compiled, flat_high_water
+from edgekit.estimate._flat_plan import FlatPiece, compiled, flat_high_water
 from edgekit.estimate._flatbuffer import (
     OPCODES,
     FlashTerms,
@@ -164,9 +168,11 @@ def piece(kind: str, key: object) -> Piece:
     return _summarise(b, (entry,))
 
 
-def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
+def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...], by_value: bool = True) -> Piece:
     """A piece's summary from its builder; ``entries``: the tensors it reads from before it
-    (``entry_last`` is the first one's)."""
+    (``entry_last`` is the first one's). ``by_value`` False leaves the int32 constants merged
+    by value (slice bounds, paddings) out of ``merged`` and ``shared``: a patch's template,
+    whose caller counts them from their values."""
     ops, tensors = b.finish()
     produced = {id(op.output): i for i, op in enumerate(ops)}
     lasts = [0] * len(ops)
@@ -191,11 +197,14 @@ def _summarise(b: GraphBuilder, entries: tuple[Tensor, ...]) -> Piece:
             continue
         own = tensor_terms(tensor)
         layouts |= own.layouts
+        counted = by_value or tensor.role != "index"
         for key, part in shared_terms(tensor):
             layouts |= part.layouts
-            shared[key] = _pack(part)
+            if counted:
+                shared[key] = _pack(part)
         if tensor.merge_key is not None:
-            merged[tensor.merge_key] = _pack(own)
+            if counted:
+                merged[tensor.merge_key] = _pack(own)
             continue
         count += 1
         terms.add(own)
@@ -226,9 +235,10 @@ class _Bundle(NamedTuple):
     flash: int  # packed, see _pack
     layouts: int  # bit set, see _layout_bits
     first_opcode: str
-    merged: tuple[tuple[int, int], ...]  # as in Piece, keys numbered (see _key_number)
-    shared: tuple[tuple[int, int], ...]
-    plan: PlanPiece
+    # as in Piece, keys numbered (see _key_number); pairs, or a dict (a patched piece's)
+    merged: tuple[tuple[int, int], ...] | dict[int, int]
+    shared: tuple[tuple[int, int], ...] | dict[int, int]
+    plan: PlanPiece | FlatPiece  # FlatPiece: only for the flat planner
     run: RunTerms
 
 
@@ -251,6 +261,8 @@ def clear_caches() -> None:
     _bundle.cache_clear()
     _unit.cache_clear()
     _concats.cache_clear()
+    _patch_geometry.cache_clear()
+    _TEMPLATES.clear()
     piece.cache_clear()
     op_profile.cache_clear()
     clear_plan_cache()
@@ -318,7 +330,9 @@ def _vit_keys(cfg: TinyVitConfig) -> list[tuple]:
     return keys
 
 
-def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
+def _bundles(cfg: SpaceConfig, config: RuntimeConfig, flat: bool = False) -> list[_Bundle]:
+    """The bundle of each piece of ``cfg``; ``flat``: planned by the flat planner (whose
+    columns are all a two-stage patched piece then needs)."""
     specs: list[tuple[str, object]] = []  # made only when needed (it plans every layer)
     if isinstance(cfg, TinyCnnConfig):
         keys = _cnn_keys(cfg)
@@ -339,7 +353,9 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig) -> list[_Bundle]:
         if bundle is None:
             if key[0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
                 # Rarely seen again (and large): assembled anew, not kept.
-                bundle = _assembled_patched(cfg, config)
+                bundle = (flat and _kernel_patched(cfg, config)) or _assembled_patched(
+                    cfg, config
+                )
             else:
                 specs = specs or pieces_of(cfg)
                 assert len(specs) == len(keys), (keys, specs)
@@ -392,6 +408,25 @@ def _unit(
 ) -> _Unit:  # fmt: skip
     """A patch's layer (``key``: see ``cnn_patch_unit``) or, with a region for ``key``, the
     slice of the image it starts from."""
+    part = _unit_piece(key, in_shape, skip_shape)
+    tail = summarize([op_profile(k, config) for k in part.keys], config)
+    alignment = config.alignment
+    return _Unit(
+        len(part.keys), tuple(-(-size // alignment) * alignment for size in part.sizes),
+        part.lasts, part.entry_lasts, tail.scratch, tail.scratch_scopes, part.tensors,
+        part.flash, _layout_bits(part.layouts), part.first_opcode,
+        tuple((_key_number(key), flash) for key, flash in part.merged),
+        tuple((_key_number(key), flash) for key, flash in part.shared), run_terms(tail),
+    )  # fmt: skip
+
+
+def _unit_piece(
+    key: tuple,
+    in_shape: tuple[int, ...],
+    skip_shape: tuple[int, ...] | None,
+    by_value: bool = True,
+) -> Piece:
+    """:func:`_unit`'s piece (``by_value``: see :func:`_summarise`)."""
     b = GraphBuilder()
     if skip_shape is None:
         x_node, x = start(b, in_shape, role="entry")
@@ -410,16 +445,7 @@ def _unit(
         cnn_patch_slice(b, (x_node, x), key)
     else:
         cnn_patch_unit(b, (x_node, x), skip, key)
-    part = _summarise(b, entries)
-    tail = summarize([op_profile(k, config) for k in part.keys], config)
-    alignment = config.alignment
-    return _Unit(
-        len(part.keys), tuple(-(-size // alignment) * alignment for size in part.sizes),
-        part.lasts, part.entry_lasts, tail.scratch, tail.scratch_scopes, part.tensors,
-        part.flash, _layout_bits(part.layouts), part.first_opcode,
-        tuple((_key_number(key), flash) for key, flash in part.merged),
-        tuple((_key_number(key), flash) for key, flash in part.shared), run_terms(tail),
-    )  # fmt: skip
+    return _summarise(b, entries, by_value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -459,6 +485,7 @@ def _patch_layer_key(layer: CnnLayer) -> tuple:
 class _PatchLayer(NamedTuple):
     key: tuple  # see _patch_layer_key
     channels: int  # input channels
+    number: int  # _key_number(key): what a template is looked up by
 
 
 @functools.lru_cache(maxsize=4096)
@@ -477,12 +504,15 @@ def _block_layers(
     )  # fmt: skip
     layers = layer_plan(cfg)
     prefix = f"stages.0.{block}."
-    return tuple(
-        _PatchLayer(_patch_layer_key(layer), layer.in_shape[2])
-        for layer in layers
-        if (layer.name.startswith(prefix) if block >= 0
-            else layer.is_conv and not layer.name.startswith("stages."))
-    )  # fmt: skip
+    patch_layers = []
+    for layer in layers:
+        if block >= 0 and not layer.name.startswith(prefix):
+            continue
+        if block < 0 and (not layer.is_conv or layer.name.startswith("stages.")):
+            continue
+        key = _patch_layer_key(layer)
+        patch_layers.append(_PatchLayer(key, layer.in_shape[2], _key_number(key)))
+    return tuple(patch_layers)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -503,20 +533,40 @@ def _patch_axis(resolution: int, grid: int, shapes: tuple[tuple[int, int], ...])
     return axis_plan(size, grid, tuple(convs))
 
 
+def _first_stage_layers(cfg: TinyCnnConfig) -> tuple[_PatchLayer, ...]:
+    """The layers a patch over two stages runs: the stem, the first block, the first stage."""
+    depth = cfg.depths[0]
+    return _first_stage(
+        cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
+        cfg.expand_ratios[:depth], (cfg.stem_stride, cfg.first_stage_stride),
+        cfg.fused_stages > 0,
+    )[0]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _first_stage(
+    width: float, channels: int, rank: float, kernels: tuple[int, ...],
+    expands: tuple[int, ...], strides: tuple[int, int], fused: bool,
+) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...]]:  # fmt: skip
+    """(:func:`_first_stage_layers`, each layer's (kernel, stride, skip source or -1))."""
+    layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused)
+    for block, (kernel, expand) in enumerate(zip(kernels, expands, strict=True)):
+        layers += _block_layers(width, channels, rank, block, kernel, expand, strides, fused)
+    index_of = {layer.key[0]: i for i, layer in enumerate(layers)}
+    shapes = tuple(
+        (layer.key[4], layer.key[5], index_of[layer.key[-1]] if layer.key[-1] else -1)
+        for layer in layers
+    )
+    return layers, shapes
+
+
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     """The bundle of a piece patched over two stages from its patches' layers, each cached
     on its own (far fewer kinds than whole patched pieces). The converter merges identical
     ops: a patch whose first layers run on the same region as an earlier patch's (same
     slice, same zeros) reuses that patch's tensors up to where they part."""
-    depth, res, channels = cfg.depths[0], cfg.resolution, cfg.in_channels
-    kernels, expands = cfg.kernel_sizes[:depth], cfg.expand_ratios[:depth]
-    strides, fused = (cfg.stem_stride, cfg.first_stage_stride), cfg.fused_stages > 0
-    width, rank = cfg.width_mult, cfg.rank_ratio
-    layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused)
-    for block in range(depth):
-        layers += _block_layers(
-            width, channels, rank, block, kernels[block], expands[block], strides, fused
-        )
+    res, channels = cfg.resolution, cfg.in_channels
+    layers = _first_stage_layers(cfg)
     # layer_key: name [0], kernel [4], stride [5], residual_from [-1]
     shapes = tuple((layer.key[4], layer.key[5]) for layer in layers)
     axis = _patch_axis(res, cfg.patch_grid, shapes)
@@ -630,6 +680,249 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     )  # fmt: skip
 
 
+class _PatchGeometry(NamedTuple):
+    """The grid of a patched part, as the compiled assembly reads it (see _patched_kernel)."""
+
+    axis: np.ndarray  # (position, layer): input range, zeros before and after, output range
+    flags: np.ndarray  # (position, layer): bit 0 zeros, 1 zeros == SAME, 2 skip cropped
+    skip_of: np.ndarray  # per layer: the layer whose input its residual adds, or -1
+    usage: tuple[tuple[int, int, int, int], ...]  # (layer, variant, i, j) of first use
+    sliced: tuple[int, int] | None  # a patch (i, j) reading part of the image, if any
+    out_hw: tuple[tuple[int, int], ...]  # each patch's output
+    concats: dict[tuple[int, RuntimeConfig], tuple]  # (channels, runtime) -> _concat_terms
+    # The by-value int32 constants' merged and shared entries (see _code_entries): the
+    # geometry decides them; filled by the first assembly.
+    constants: list[dict[int, int]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _patch_geometry(
+    resolution: int, grid: int, layers: tuple[tuple[int, int, int], ...]
+) -> _PatchGeometry:
+    """``layers``: (kernel, stride, skip source or -1) of each layer."""
+    axis = _patch_axis(resolution, grid, tuple((k, s) for k, s, _ in layers))
+    table = np.array(
+        [[(*rng, *pads, *out) for rng, pads, out in steps] for steps in axis], np.int64
+    )
+    flags = np.zeros(table.shape[:2], np.int64)
+    for a, steps in enumerate(axis):
+        for index, ((r0, r1), pads, (o0, o1)) in enumerate(steps):
+            kernel, stride, source = layers[index]
+            flags[a, index] |= bool(pads[0] or pads[1])
+            flags[a, index] |= 2 * (same_padding(r1 - r0, kernel, stride)[1:] == pads)
+            if source >= 0:
+                s0, s1 = steps[source][0]
+                flags[a, index] |= 4 * ((o0, o1) != (s0, s1))
+    skip_of = np.array([source for _, _, source in layers], np.int64)
+    usage: dict[tuple[int, int], tuple[int, int]] = {}
+    sliced = None
+    for i in range(grid):
+        for j in range(grid):
+            if sliced is None and (table[i, 0, :2].tolist(), table[j, 0, :2].tolist()) != (
+                [0, resolution], [0, resolution]
+            ):
+                sliced = (i, j)
+            for index, (_, _, source) in enumerate(layers):
+                fi, fj = flags[i, index], flags[j, index]
+                kind = (0 if not (fi | fj) & 1 else 1 if fi & fj & 2 else 2)
+                variant = 2 * kind + int(source >= 0 and bool((fi | fj) & 4))
+                usage.setdefault((index, variant), (i, j))
+    out_hw = tuple(
+        (axis[i][-1][2][1] - axis[i][-1][2][0], axis[j][-1][2][1] - axis[j][-1][2][0])
+        for i in range(grid) for j in range(grid)
+    )  # fmt: skip
+    return _PatchGeometry(
+        table, flags, skip_of, tuple((*key, *at) for key, at in usage.items()), sliced, out_hw,
+        {}, [],
+    )  # fmt: skip
+
+
+class _Template(NamedTuple):
+    """What Python adds up of a template (the rest is in the TemplateStore's arrays)."""
+
+    flash: int  # packed, see _pack
+    layouts: int
+    first_opcode: str
+    merged: dict[int, int]  # key numbers, as in _Unit, without the by-value int32 constants
+    shared: dict[int, int]
+
+
+class _Templates:
+    """The templates of one runtime: the kernel's store and their ids by (layer, variant)."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.store = _patched_kernel.TemplateStore(config.pointer_bytes)
+        self.ids: dict[tuple[int, int], int] = {}
+
+
+_TEMPLATES: dict[RuntimeConfig, _Templates] = {}
+
+
+def _template(
+    templates: _Templates,
+    config: RuntimeConfig,
+    key: tuple,
+    in_shape: tuple[int, ...],
+    skip_shape: tuple[int, ...] | None,
+) -> int:
+    """A new template, from one patch's layer (or image slice) built on its own."""
+    part = _unit_piece(key, in_shape, skip_shape, by_value=False)
+    tail = summarize([op_profile(k, config) for k in part.keys], config)
+    ops = [
+        (
+            _patched_kernel.PADDED_DIMS if op[0] == "PAD" else _patched_kernel.OUT_DIMS,
+            op[2][0][3],
+            last,
+        )
+        for op, last in zip(part.keys, part.lasts, strict=True)
+    ]
+    extra = _Template(
+        part.flash, _layout_bits(part.layouts), part.first_opcode,
+        {_key_number(key): flash for key, flash in part.merged},
+        {_key_number(key): flash for key, flash in part.shared},
+    )  # fmt: skip
+    return templates.store.add(
+        part.entry_lasts, part.tensors, ops,
+        list(zip(tail.scratch, tail.scratch_scopes, strict=True)), run_terms(tail), extra,
+    )  # fmt: skip
+
+
+_CODE_ENTRIES: dict[int, tuple[tuple[int, int], tuple[tuple[int, int], ...]]] = {}
+
+
+def _code_entries(code: int) -> tuple[tuple[int, int], tuple[tuple[int, int], ...]]:
+    """(merged entry, shared entries) of an int32 constant by its code (see
+    ``_patched_kernel.constant_code``), as ``GraphBuilder.index_constant`` makes it."""
+    entries = _CODE_ENTRIES.get(code)
+    if entries is None:
+        kind = code >> _patched_kernel._CODE_SHIFT
+        digits = [(code >> (8 * i)) & 255 for i in range(4)]
+        if kind == _patched_kernel.BEGIN_END:
+            shape, values = (4,), (0, digits[0], digits[1], 0)
+        elif kind == _patched_kernel.STRIDES:
+            shape, values = (4,), (1, 1, 1, 1)
+        else:
+            shape, values = (4, 2), (0, 0, *digits, 0, 0)
+        b = GraphBuilder()
+        tensor = b.index_constant(values, shape)
+        entries = _CODE_ENTRIES[code] = (
+            (_key_number(tensor.merge_key), _pack(tensor_terms(tensor))),  # type: ignore[arg-type]
+            tuple((_key_number(key), _pack(part)) for key, part in shared_terms(tensor)),
+        )
+    return entries
+
+
+def _kernel_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle | None:
+    """:func:`_assembled_patched`'s bundle, assembled in compiled code from templates (None
+    when the compiled assembly is unavailable or the part has scratch buffers)."""
+    kernel = _patched_kernel.kernel()
+    if kernel is None:
+        return None
+    depth = cfg.depths[0]
+    layers, shapes = _first_stage(
+        cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
+        cfg.expand_ratios[:depth], (cfg.stem_stride, cfg.first_stage_stride),
+        cfg.fused_stages > 0,
+    )  # fmt: skip
+    geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes)
+    templates = _TEMPLATES.get(config)
+    if templates is None:
+        templates = _TEMPLATES[config] = _Templates(config)
+    ids = np.full((len(layers), _patched_kernel.VARIANTS), -1, np.int64)
+    used = []
+    axis = geometry.axis
+    for index, variant, i, j in geometry.usage:
+        layer = layers[index]
+        template = templates.ids.get((layer.number, variant))
+        if template is None:  # built from this patch's geometry
+            ry0, ry1, top, bottom, oy0, oy1 = axis[i, index].tolist()
+            rx0, rx1, left, right, ox0, ox1 = axis[j, index].tolist()
+            source = int(geometry.skip_of[index])
+            if source >= 0:
+                sy0, sy1 = axis[i, source, :2].tolist()
+                sx0, sx1 = axis[j, source, :2].tolist()
+                step = (layer.key[0], (0, 0, 0, 0), (top, bottom, left, right),
+                        (oy0 - sy0, oy1 - sy0, ox0 - sx0, ox1 - sx0))  # fmt: skip
+                skip_shape = (1, sy1 - sy0, sx1 - sx0, layers[source].channels)
+            else:
+                step = (layer.key[0], (0, 0, 0, 0), (top, bottom, left, right),
+                        (0, oy1 - oy0, 0, ox1 - ox0))  # fmt: skip
+                skip_shape = None
+            in_shape = (1, ry1 - ry0, rx1 - rx0, layer.channels)
+            template = templates.ids[(layer.number, variant)] = _template(
+                templates, config, (layer.key, step), in_shape, skip_shape
+            )
+        ids[index, variant] = template
+        used.append(template)
+    slice_id = -1
+    image = (1, cfg.resolution, cfg.resolution, cfg.in_channels)
+    if geometry.sliced is not None:
+        slice_id = templates.ids.get((-1, cfg.in_channels), -1)
+        if slice_id < 0:
+            i, j = geometry.sliced
+            region = (*axis[i, 0, :2].tolist(), *axis[j, 0, :2].tolist())
+            slice_id = templates.ids[(-1, cfg.in_channels)] = _template(
+                templates, config, region, image, None
+            )
+        used.append(slice_id)
+    out_channels = layers[-1].key[3][2]
+    concats = geometry.concats.get((out_channels, config))
+    if concats is None:
+        concats = geometry.concats[(out_channels, config)] = _concat_terms(
+            tuple((1, h, w, out_channels) for h, w in geometry.out_hw), cfg.patch_grid, config
+        )
+    concat_ops, concat_run, concat_flash, concat_layouts, concat_opcode = concats
+    if concat_run is None or templates.store.scratch_count:
+        return None
+    store = templates.store
+    columns, summary, dropped, added, met, data = kernel(
+        axis, geometry.flags, geometry.skip_of, ids, slice_id,
+        cfg.resolution, out_channels,
+        store.info, store.drops, store.ops, store.scratch, config.alignment,
+        _fixed(config).request, concat_run,
+    )  # fmt: skip
+    if not geometry.constants:
+        merged_constants: dict[int, int] = {}
+        shared_constants: dict[int, int] = {}
+        for code in set(met.tolist()):
+            number, constant_flash = _code_entries(code)[0]
+            merged_constants[number] = constant_flash
+        for code in set(data.tolist()):
+            shared_constants.update(_code_entries(code)[1])
+        geometry.constants.extend((merged_constants, shared_constants))
+    merged = geometry.constants[0].copy()
+    shared = geometry.constants[1].copy()
+    extras = store.extra
+    flash = concat_flash
+    layouts = concat_layouts
+    for template in set(used):
+        extra: _Template = extras[template]  # type: ignore[assignment]
+        layouts |= extra.layouts
+        merged.update(extra.merged)
+        times = int(added[template])
+        if times:
+            flash += times * extra.flash
+            shared.update(extra.shared)
+    ops, requests, tensors, first, *fold = summary.tolist()
+    run = (tuple(dropped.tolist()), ops, *fold)
+    first_opcode = extras[first].first_opcode if first >= 0 else concat_opcode  # type: ignore[attr-defined]
+    return _Bundle(
+        tensors + concat_ops, requests, flash, layouts, first_opcode, merged, shared,
+        FlatPiece(columns), run,
+    )  # fmt: skip
+
+
+def _concat_terms(
+    shapes: tuple[tuple[int, ...], ...], grid: int, config: RuntimeConfig
+) -> tuple[int, np.ndarray | None, int, int, str]:
+    """(ops, run terms as the compiled assembly reads them (None: scratch buffers, which it
+    does not place), flash, layouts, first opcode) of a patched part's CONCATENATIONs."""
+    ops, tail, flash, layouts = _concats(shapes, grid, config)
+    drops, *fold = run_terms(tail)
+    run = None if tail.scratch else np.array([*fold, *drops], np.int64)
+    return len(ops), run, flash, layouts, ops[0].opcode
+
+
 @functools.lru_cache(maxsize=16)
 def _input_flash(shape: tuple[int, ...]) -> tuple[int, int]:
     """The input tensor's flash (packed) and layout bits."""
@@ -643,7 +936,14 @@ _cnn_configs = 0
 
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
     """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's."""
-    bundles = _bundles(cfg, config)
+    # tiny-vit's chains repeat a few kinds of blocks, whose memoised partial plans the chain
+    # planner reuses (faster than planning all ~200 buffers); tiny-cnn's rarely repeat. The
+    # compiled planner costs ~1.5 s to load (5 s to compile once): worth it in a search only.
+    global _cnn_configs
+    is_cnn = isinstance(cfg, TinyCnnConfig)
+    _cnn_configs += is_cnn
+    flat = is_cnn and _cnn_configs > _FLAT_AFTER and compiled()
+    bundles = _bundles(cfg, config, flat)
     res, channels = cfg.resolution, cfg.in_channels
     tensor_count = request_count = 1  # the input
     flash, layouts = _input_flash((1, res, res, channels))
@@ -666,12 +966,7 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
     flash += sum(merged.values()) + sum(shared.values())
     alignment = config.alignment
     input_bytes = -(-res * res * channels // alignment) * alignment
-    # tiny-vit's chains repeat a few kinds of blocks, whose memoised partial plans the chain
-    # planner reuses (faster than planning all ~200 buffers); tiny-cnn's rarely repeat. The
-    # compiled planner costs ~1.5 s to load (5 s to compile once): worth it in a search only.
-    global _cnn_configs
-    _cnn_configs += isinstance(cfg, TinyCnnConfig)
-    if _cnn_configs > _FLAT_AFTER and isinstance(cfg, TinyCnnConfig) and compiled():
+    if flat:
         high_water = flat_high_water(plans, input_bytes)
     else:
         high_water = chain_high_water(plans, input_bytes)

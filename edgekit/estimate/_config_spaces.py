@@ -27,6 +27,7 @@ from edgekit.spaces.tiny_cnn import (
     TinyCnnConfig,
     layer_plan,
     patch_plan,
+    patched_layer_count,
     same_padding,
 )
 from edgekit.spaces.tiny_resnet import STAGE_WIDTHS, TinyResnetConfig
@@ -332,13 +333,15 @@ def patched_key(cfg: TinyCnnConfig) -> TinyCnnConfig:
 
 def cnn_pieces(cfg: TinyCnnConfig) -> list[tuple[str, object]]:
     """The pieces of ``cfg``'s graph, in order, as (kind, hashable key)."""
-    plan = patch_plan(cfg)
-    patched = [] if plan is None else [("cnn patched", patched_key(cfg))]
+    layers = layer_plan(cfg)
+    patched = [] if cfg.patch_grid == 1 else [("cnn patched", patched_key(cfg))]
     # A block (expand, dw, project or fused, project) is one piece: its skip stays inside.
     # The stem and the first block make one piece too (fewer pieces to assemble per config).
+    # (The patch plan is made when the patched piece is built: it takes longer than this.)
     return _layer_pieces(
-        cfg, layer_plan(cfg), plan, patched, (".expand", ".dw", ".fused", "stem")
-    )
+        cfg, layers, patched_layer_count(cfg, layers), patched,
+        (".expand", ".dw", ".fused", "stem"),
+    )  # fmt: skip
 
 
 def resnet_pieces(cfg: TinyResnetConfig) -> list[tuple[str, object]]:
@@ -350,21 +353,22 @@ def resnet_pieces(cfg: TinyResnetConfig) -> list[tuple[str, object]]:
         widths, depths = (*cfg.widths[:2], STAGE_WIDTHS[2][0]), (cfg.depths[0], 1, 1)
         key = dataclasses.replace(cfg, num_classes=2, widths=widths, depths=depths)
         patched = [("cnn resnet patched", key)]
-    return _layer_pieces(cfg, resnet_layer_plan(cfg), plan, patched, (".conv1",))
+    num_layers = 0 if plan is None else plan.num_layers
+    return _layer_pieces(cfg, resnet_layer_plan(cfg), num_layers, patched, (".conv1",))
 
 
 def _layer_pieces(
     cfg: TinyCnnConfig | TinyResnetConfig,
     layers: tuple[CnnLayer, ...],
-    plan: PatchPlan | None,
+    patched_layers: int,
     pieces: list[tuple[str, object]],
     continued: tuple[str, ...],
 ) -> list[tuple[str, object]]:
-    """``pieces`` (the patched part, if any), then the whole-image conv layers grouped into
-    pieces that end at every layer whose name does not end with one of ``continued``, then
-    the head."""
+    """``pieces`` (the patched part, if any), then the whole-image conv layers after the
+    first ``patched_layers`` grouped into pieces that end at every layer whose name does not
+    end with one of ``continued``, then the head."""
     group: list[CnnLayer] = []
-    for layer in layers[0 if plan is None else plan.num_layers :]:
+    for layer in layers[patched_layers:]:
         if not layer.is_conv:
             break
         group.append(layer)

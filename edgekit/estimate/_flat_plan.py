@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -141,7 +141,14 @@ def piece_columns(
     return columns
 
 
-def flat_high_water(pieces: Sequence[PlanPiece], input_size: int) -> int:
+class FlatPiece(NamedTuple):
+    """A piece known only by its columns (see :func:`piece_columns`): one the chain planner
+    never sees."""
+
+    columns: np.ndarray
+
+
+def flat_high_water(pieces: Sequence[PlanPiece | FlatPiece], input_size: int) -> int:
     """``plan_greedy(...).high_water`` of the chain, like ``chain_high_water`` (in Python when
     numba is missing: correct but slow)."""
     plan = _kernel() or _greedy_high_water

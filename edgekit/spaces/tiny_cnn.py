@@ -352,10 +352,17 @@ def patch_plan(cfg: TinyCnnConfig, input_hw: tuple[int, int] | None = None) -> P
     if n == 1:
         return None
     layers = layer_plan(cfg, input_hw)
-    num_layers = 3  # the stem and the first block, then (two stages) the first stage's blocks
+    return plan_patches(layers[: patched_layer_count(cfg, layers)], n)
+
+
+def patched_layer_count(cfg: TinyCnnConfig, layers: Sequence[CnnLayer]) -> int:
+    """How many of ``layers`` (``cfg``'s layer plan) run patch by patch."""
+    if cfg.patch_grid == 1:
+        return 0
+    count = 3  # the stem and the first block, then (two stages) the first stage's blocks
     if cfg.patch_stages >= 2:
-        num_layers += sum(layer.name.startswith("stages.0.") for layer in layers)
-    return plan_patches(layers[:num_layers], n)
+        count += sum(layer.name.startswith("stages.0.") for layer in layers)
+    return count
 
 
 def plan_patches(prefix: Sequence[CnnLayer], grid: int) -> PatchPlan:

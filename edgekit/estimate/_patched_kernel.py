@@ -1,0 +1,390 @@
+"""A patch-based first stage's buffers, tail and shared constants, assembled in compiled code.
+
+A patched part runs the same few layers on every patch of a grid; what one layer on one patch
+adds to the graph (its ops, their lifetimes, tail and flash) is the layer's *template* for
+its *variant* (no zeros, zeros folded into a SAME conv, an explicit PAD; a residual's skip
+used whole or cropped) plus its *geometry* (the patch's region sizes, which size its buffers,
+and the values of its slice bounds and paddings, which are constants merged by value). The
+templates are few and kept in :class:`TemplateStore`; :func:`assemble` walks the grid, exactly
+as ``_config_fast`` did patch by patch in Python, in one compiled call (numba). Without numba
+the same function runs as Python (correct, slow: the caller then keeps its Python path).
+
+Integer constants are numbered by value (:func:`constant_code`) so that the caller can count
+each once per model together with the rest of the graph's constants.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from edgekit.estimate._flat_plan import SCRATCH_CLASS
+
+logger = logging.getLogger(__name__)
+
+# Template columns (TemplateStore.info)
+OPS, ENTRIES, ENTRY_LAST, SKIP_LAST, TENSORS, OP_START, SCRATCH_START, SCRATCH_COUNT = range(8)
+RUN_OP_DATA, RUN_FIRST_OP_DATA, RUN_PEAK, RUN_PERSIST, RUN_SCRATCH = range(8, 13)
+INFO_COLUMNS = 13
+# Op columns (TemplateStore.ops): dims (0: the unit's output region, 1: its padded input),
+# channels, last reader (scope relative to the unit; 0: read after it)
+OUT_DIMS, PADDED_DIMS = 0, 1
+# Variants of a layer on one patch: pad kind * 2 + cropped skip.
+NO_ZEROS, FOLDED_ZEROS, PAD_OP = 0, 1, 2
+VARIANTS = 6
+# Kinds of integer constants (constant_code)
+BEGIN_END, STRIDES, PADDINGS = 0, 1, 2
+_CODE_SHIFT = 48
+
+
+def constant_code(kind: int, values: Sequence[int]) -> int:
+    """A number for an int32 constant a patch uses: ``BEGIN_END`` (0, y, x, 0) by (y, x),
+    ``STRIDES`` (1, 1, 1, 1), ``PADDINGS`` (0, 0, top, bottom, left, right, 0, 0) by the four
+    zeros counts. Values below 256."""
+    code = kind << _CODE_SHIFT
+    for i, value in enumerate(values):
+        code |= value << (8 * i)
+    return code
+
+
+class TemplateStore:
+    """Templates of one runtime, in growable arrays the compiled assembly reads."""
+
+    def __init__(self, pointer: int) -> None:
+        self.pointer = pointer
+        self.count = 0
+        self.info = np.zeros((64, INFO_COLUMNS), np.int64)
+        self.drops = np.zeros((64, pointer), np.int64)
+        self.ops = np.zeros((256, 3), np.int64)
+        self.op_count = 0
+        self.scratch = np.zeros((16, 2), np.int64)
+        self.scratch_count = 0
+        self.extra: list[object] = []  # per template: what Python adds up (see add)
+
+    def add(
+        self,
+        entry_lasts: Sequence[int],
+        tensors: int,
+        ops: Sequence[tuple[int, int, int]],
+        scratch: Sequence[tuple[int, int]],
+        run: tuple[Sequence[int], int, int, int, int, int, int],
+        extra: object,
+    ) -> int:
+        """A new template's id. ``ops``: (dims, channels, last) per op in order; ``scratch``:
+        (aligned size, scope); ``run``: its tail's RunTerms."""
+        index = self.count
+        self.info = _grown(self.info, index + 1)
+        self.drops = _grown(self.drops, index + 1)
+        self.ops = _grown(self.ops, self.op_count + len(ops))
+        self.scratch = _grown(self.scratch, self.scratch_count + len(scratch))
+        drops, run_ops, op_data, first_op_data, peak, persist, run_scratch = run
+        assert run_ops == len(ops) and run_scratch == len(scratch)
+        self.info[index] = (
+            len(ops), len(entry_lasts), entry_lasts[0], entry_lasts[-1], tensors,
+            self.op_count, self.scratch_count, len(scratch),
+            op_data, first_op_data, peak, persist, run_scratch,
+        )  # fmt: skip
+        self.drops[index] = drops
+        if ops:
+            self.ops[self.op_count : self.op_count + len(ops)] = ops
+        if scratch:
+            self.scratch[self.scratch_count : self.scratch_count + len(scratch)] = scratch
+        self.op_count += len(ops)
+        self.scratch_count += len(scratch)
+        self.extra.append(extra)
+        self.count += 1
+        return index
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    if rows <= len(array):
+        return array
+    bigger = np.zeros((max(rows, 2 * len(array)), array.shape[1]), np.int64)
+    bigger[: len(array)] = array
+    return bigger
+
+
+_EMPTY = -(1 << 62)  # no key is this
+
+
+def _slot(keys: np.ndarray, key: int) -> int:
+    """Where ``key`` is in an open-addressing table (or the empty slot it would take)."""
+    mask = len(keys) - 1
+    slot = (key * 0x9E3779B1) & mask
+    while keys[slot] != key and keys[slot] != _EMPTY:
+        slot = (slot + 1) & mask
+    return slot
+
+
+def _assemble(
+    axis: np.ndarray,
+    flags: np.ndarray,
+    skip_of: np.ndarray,
+    variant_ids: np.ndarray,
+    slice_id: int,
+    image_size: int,
+    out_channels: int,
+    info: np.ndarray,
+    drops: np.ndarray,
+    ops: np.ndarray,
+    scratch: np.ndarray,
+    alignment: int,
+    request: int,
+    concat_run: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The patched part of a grid (``axis``: per axis position and layer, input range, zeros
+    before and after, output range; ``flags``: per axis position and layer, bit 0 zeros,
+    bit 1 zeros equal to SAME padding, bit 2 skip cropped; ``variant_ids``: template per
+    layer and variant; ``image_size``: its height and width). Returns the planner's
+    columns, the summary (ops, requests, tensors, first template, run terms but the options
+    drop), the
+    options drop per start residue, the number of times each template was added, and the
+    codes of the int32 constants met (merged by value) and of those added (their data).
+    ``concat_run``: the CONCATENATIONs' run terms (ops, OpData, first OpData, peak,
+    persistent bytes, scratch buffers, then the options drop per residue)."""
+    grid, layers = axis.shape[0], axis.shape[1]
+    pointer = drops.shape[1]
+    capacity = grid * grid * (layers + 1) * 6 + grid + 1
+    size = np.empty(capacity, np.int64)
+    last = np.zeros(capacity, np.int64)
+    scratch_size = np.empty(capacity, np.int64)
+    scratch_scope = np.empty(capacity, np.int64)
+    added = np.zeros(info.shape[0], np.int64)
+    met = np.empty(grid * grid * (layers + 1) * 4, np.int64)
+    data = np.empty(grid * grid * (layers + 1) * 4, np.int64)
+    residue = np.arange(pointer)
+    dropped = np.zeros(pointer, np.int64)
+    count = scratch_count = met_count = data_count = 0
+    base = entry_last = tensors = 0
+    first = -1
+    op_data = first_op_data = peak = persisted = run_scratch = 0
+    # (input buffer, layer, zeros) or region -> output buffer: an open-addressing table
+    slots = 1
+    while slots < 4 * capacity:
+        slots *= 2
+    made_key = np.full(slots, _EMPTY, np.int64)
+    made_value = np.empty(slots, np.int64)
+    inputs = np.empty(layers + 1, np.int64)
+    outputs = np.empty(grid * grid, np.int64)
+    for p in range(grid * grid):
+        i, j = p // grid, p % grid
+        y0, y1, x0, x1 = axis[i, 0, 0], axis[i, 0, 1], axis[j, 0, 0], axis[j, 0, 1]
+        if y0 == 0 and x0 == 0 and y1 == image_size and x1 == image_size:
+            x = -1
+        else:
+            begin = (BEGIN_END << _CODE_SHIFT) | y0 | (x0 << 8)
+            end = (BEGIN_END << _CODE_SHIFT) | y1 | (x1 << 8)
+            met[met_count] = begin
+            met[met_count + 1] = end
+            met[met_count + 2] = STRIDES << _CODE_SHIFT
+            met_count += 3
+            key = -((y0 << 24) | (y1 << 16) | (x0 << 8) | x1) - 1
+            slot = _slot(made_key, key)
+            if made_key[slot] == key:
+                x = made_value[slot]
+            else:
+                t = slice_id
+                entry_last = max(entry_last, base + info[t, ENTRY_LAST])
+                o = info[t, OP_START]
+                for k in range(info[t, OPS]):
+                    elements = (y1 - y0) * (x1 - x0) * ops[o + k, 1]
+                    size[count] = -(-elements // alignment) * alignment
+                    rel = ops[o + k, 2]
+                    last[count] = base + rel if rel else 0
+                    count += 1
+                data[data_count] = begin
+                data[data_count + 1] = end
+                data[data_count + 2] = STRIDES << _CODE_SHIFT
+                data_count += 3
+                x = count - 1
+                made_key[slot] = key
+                made_value[slot] = x
+                # the template's scratch, run and counts (as for a layer, below)
+                for s in range(info[t, SCRATCH_COUNT]):
+                    scratch_size[scratch_count] = scratch[info[t, SCRATCH_START] + s, 0]
+                    scratch_scope[scratch_count] = base + scratch[info[t, SCRATCH_START] + s, 1]
+                    scratch_count += 1
+                for r in range(pointer):
+                    d = drops[t, residue[r]]
+                    dropped[r] += d
+                    residue[r] = (residue[r] - d) % pointer
+                if first_op_data == 0:
+                    first_op_data = info[t, RUN_FIRST_OP_DATA]
+                peak = max(peak, persisted + request * run_scratch + info[t, RUN_PEAK])
+                op_data += info[t, RUN_OP_DATA]
+                persisted += info[t, RUN_PERSIST]
+                run_scratch += info[t, RUN_SCRATCH]
+                tensors += info[t, TENSORS]
+                added[t] += 1
+                if first < 0:
+                    first = t
+                base += info[t, OPS]
+        inputs[0] = x
+        for layer in range(layers):
+            ry0, ry1, top, bottom, oy0, oy1 = axis[i, layer]
+            rx0, rx1, left, right, ox0, ox1 = axis[j, layer]
+            fi, fj = flags[i, layer], flags[j, layer]
+            if (fi | fj) & 1 == 0:
+                kind = NO_ZEROS
+            elif fi & fj & 2:
+                kind = FOLDED_ZEROS
+            else:
+                kind = PAD_OP
+            source = skip_of[layer]
+            cropped = 1 if source >= 0 and (fi | fj) & 4 else 0
+            t = variant_ids[layer, kind * 2 + cropped]
+            if kind == PAD_OP:
+                code = (PADDINGS << _CODE_SHIFT) | top | (bottom << 8) | (left << 16)
+                met[met_count] = code | (right << 24)
+                met_count += 1
+            if cropped:
+                sy0, sx0 = axis[i, source, 0], axis[j, source, 0]
+                begin = (BEGIN_END << _CODE_SHIFT) | (oy0 - sy0) | ((ox0 - sx0) << 8)
+                end = (BEGIN_END << _CODE_SHIFT) | (oy1 - sy0) | ((ox1 - sx0) << 8)
+                met[met_count] = begin
+                met[met_count + 1] = end
+                met[met_count + 2] = STRIDES << _CODE_SHIFT
+                met_count += 3
+            key = ((x + 1) << 32) | (layer << 24) | (top << 18) | (bottom << 12) | (left << 6)
+            key |= right
+            slot = _slot(made_key, key)
+            if made_key[slot] == key:
+                x = made_value[slot]
+                inputs[layer + 1] = x
+                continue
+            # the unit's entries: its input (and its residual's skip tensor)
+            rel = info[t, ENTRY_LAST]
+            if x < 0:
+                entry_last = max(entry_last, base + rel)
+            else:
+                last[x] = max(last[x], base + rel)
+            if info[t, ENTRIES] == 2:
+                skip = inputs[source]
+                rel = info[t, SKIP_LAST]
+                if skip < 0:
+                    entry_last = max(entry_last, base + rel)
+                else:
+                    last[skip] = max(last[skip], base + rel)
+            o = info[t, OP_START]
+            for k in range(info[t, OPS]):
+                if ops[o + k, 0] == PADDED_DIMS:
+                    elements = (ry1 - ry0 + top + bottom) * (rx1 - rx0 + left + right)
+                else:
+                    elements = (oy1 - oy0) * (ox1 - ox0)
+                elements *= ops[o + k, 1]
+                size[count] = -(-elements // alignment) * alignment
+                rel = ops[o + k, 2]
+                last[count] = base + rel if rel else 0
+                count += 1
+            for s in range(info[t, SCRATCH_COUNT]):
+                scratch_size[scratch_count] = scratch[info[t, SCRATCH_START] + s, 0]
+                scratch_scope[scratch_count] = base + scratch[info[t, SCRATCH_START] + s, 1]
+                scratch_count += 1
+            for r in range(pointer):
+                d = drops[t, residue[r]]
+                dropped[r] += d
+                residue[r] = (residue[r] - d) % pointer
+            if first_op_data == 0:
+                first_op_data = info[t, RUN_FIRST_OP_DATA]
+            peak = max(peak, persisted + request * run_scratch + info[t, RUN_PEAK])
+            op_data += info[t, RUN_OP_DATA]
+            persisted += info[t, RUN_PERSIST]
+            run_scratch += info[t, RUN_SCRATCH]
+            tensors += info[t, TENSORS]
+            added[t] += 1
+            if first < 0:
+                first = t
+            base += info[t, OPS]
+            if kind == PAD_OP:
+                data[data_count] = met[met_count - 1 - 3 * cropped]
+                data_count += 1
+            if cropped:
+                data[data_count] = met[met_count - 3]
+                data[data_count + 1] = met[met_count - 2]
+                data[data_count + 2] = met[met_count - 1]
+                data_count += 3
+            x = count - 1
+            made_key[slot] = key
+            made_value[slot] = x
+            inputs[layer + 1] = x
+        outputs[p] = x
+    # The CONCATENATIONs: each row of patches along the width, then the rows.
+    width = 0
+    for j in range(grid):
+        width += axis[j, layers - 1, 5] - axis[j, layers - 1, 4]
+    height = 0
+    rows = np.empty(grid, np.int64)
+    for i in range(grid):
+        for p in range(i * grid, (i + 1) * grid):
+            last[outputs[p]] = base + i + 1
+        rows_height = axis[i, layers - 1, 5] - axis[i, layers - 1, 4]
+        height += rows_height
+        elements = rows_height * width * out_channels
+        size[count] = -(-elements // alignment) * alignment
+        last[count] = 0
+        rows[i] = count
+        count += 1
+    for i in range(grid):
+        last[rows[i]] = base + grid + 1
+    size[count] = -(-(height * width * out_channels) // alignment) * alignment
+    last[count] = 0
+    count += 1
+    # The CONCATENATIONs' run after the patches' (see _config_arena.compose_runs).
+    for r in range(pointer):
+        d = concat_run[6 + residue[r]]
+        dropped[r] += d
+        residue[r] = (residue[r] - d) % pointer
+    if first_op_data == 0:
+        first_op_data = concat_run[2]
+    peak = max(peak, persisted + request * run_scratch + concat_run[3])
+    op_data += concat_run[1]
+    persisted += concat_run[4]
+    run_scratch += concat_run[5]
+    ops_total = count
+    own = count - 1 + scratch_count
+    columns = np.empty((4, 1 + own), np.int64)
+    columns[0, 0] = ops_total
+    columns[1, 0] = entry_last
+    columns[2, 0] = size[count - 1]
+    columns[3, 0] = own
+    for b in range(count - 1):
+        columns[0, 1 + b] = size[b]
+        columns[1, 1 + b] = b
+        columns[2, 1 + b] = b + 1
+        columns[3, 1 + b] = last[b]
+    for s in range(scratch_count):
+        columns[0, count + s] = scratch_size[s]
+        columns[1, count + s] = SCRATCH_CLASS + s
+        columns[2, count + s] = scratch_scope[s]
+        columns[3, count + s] = scratch_scope[s]
+    summary = np.empty(9, np.int64)
+    summary[0] = base + concat_run[0]
+    summary[1] = count + scratch_count
+    summary[2] = tensors
+    summary[3] = first
+    summary[4] = op_data
+    summary[5] = first_op_data
+    summary[6] = peak
+    summary[7] = persisted
+    summary[8] = run_scratch
+    return columns, summary, dropped, added, met[:met_count], data[:data_count]
+
+
+@functools.cache
+def kernel() -> Callable | None:
+    """:func:`_assemble` compiled (None without numba)."""
+    try:  # deferred: numba takes ~0.5 s to import
+        from numba import njit
+    except ImportError:
+        return None
+    try:
+        # _assemble finds _slot by its global name, which compiled code must find compiled.
+        global _slot
+        _slot = njit(cache=True, nogil=True, inline="always")(_slot)
+        return njit(cache=True, nogil=True)(_assemble)
+    except Exception as e:  # numba's errors have no common root
+        logger.warning("the compiled patch assembly is unavailable (%s)", e)
+        return None

@@ -12,6 +12,7 @@ from edgekit.errors import ConfigError
 from edgekit.estimate import _config_fast, _flat_plan, _patched_kernel, from_config
 from edgekit.estimate._config_arena import _aligned_part, _smallest_fit
 from edgekit.estimate._config_plan import chain_high_water, plan_piece
+from edgekit.estimate._config_spaces import pieces_of
 from edgekit.estimate.from_config import estimate_config, estimate_config_bytes
 from edgekit.estimate.planner import BufferRequest, plan_greedy
 from edgekit.spaces import get_space
@@ -283,3 +284,32 @@ def test_without_the_compiled_assembly_patched_configs_are_assembled_in_python(m
     assert _config_fast._kernel_patched(cfg, from_config._runtime_for(4, 16)) is None
     assert estimate_config_bytes(cfg) == _full(cfg, 4)
     from_config._estimate_bytes.cache_clear()
+
+
+def test_a_block_seen_at_one_map_size_is_exact_at_another():
+    """Whole-image blocks are kept as templates of every map size: a block first built at
+    one size and then needed at another gives the bundle built at that size (blocks of a
+    random config, their templates made from the same config at another resolution)."""
+    config = from_config._runtime_for(4, 16)
+    space = get_space("tiny-cnn", 10, 3)
+    rng = random.Random(4)
+    checked = 0
+    while checked < 60:
+        cfg = space.sample(rng)
+        if cfg.patch_grid > 1:
+            continue
+        other = dataclasses.replace(cfg, resolution=rng.choice([24, 28, 32, 40]))
+        _config_fast._BLOCK_TEMPLATES.clear()
+        for key, spec in zip(_config_fast._cnn_keys(other), pieces_of(other), strict=True):
+            if isinstance(key[0], int):
+                _config_fast._block_template(key, config, spec)
+        for key, spec in zip(_config_fast._cnn_keys(cfg), pieces_of(cfg), strict=True):
+            if isinstance(key[0], int):
+                template = _config_fast._block_template(key, config)
+                assert template is not None
+                sized = _config_fast._sized_block(template, key[0], config)
+                expected = _config_fast._bundle(spec, config)
+                assert _bundle_figures(sized) == _bundle_figures(expected), (cfg, key)
+                checked += 1
+    _config_fast._BLOCK_TEMPLATES.clear()
+

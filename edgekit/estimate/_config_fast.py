@@ -263,6 +263,7 @@ def clear_caches() -> None:
     _concats.cache_clear()
     _patch_geometry.cache_clear()
     _TEMPLATES.clear()
+    _BLOCK_TEMPLATES.clear()
     piece.cache_clear()
     op_profile.cache_clear()
     clear_plan_cache()
@@ -356,12 +357,70 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig, flat: bool = False) -> lis
                 bundle = (flat and _kernel_patched(cfg, config)) or _assembled_patched(
                     cfg, config
                 )
+            elif isinstance(key[0], int) and isinstance(cfg, TinyCnnConfig):
+                # A block: of a kind seen before at another size, or made from its spec.
+                template = _block_template(key, config)
+                if template is None:
+                    specs = specs or pieces_of(cfg)
+                    template = _block_template(key, config, specs[index])
+                    assert template is not None
+                bundle = cache[key] = _sized_block(template, key[0], config)
             else:
                 specs = specs or pieces_of(cfg)
                 assert len(specs) == len(keys), (keys, specs)
                 bundle = cache[key] = _bundle(specs[index], config)
         bundles.append(bundle)
     return bundles
+
+
+class _BlockTemplate(NamedTuple):
+    """A whole-image block (see _cnn_keys) at any map size: the size only sizes its buffers."""
+
+    bundle: _Bundle  # at the size it was built for
+    outputs: tuple[tuple[int, int], ...]  # per op: (stride of its output's size, channels)
+    entry_last: int
+    lasts: tuple[int, ...]
+    scratch: tuple[int, ...]
+    scratch_scopes: tuple[int, ...]
+
+
+_BLOCK_TEMPLATES: dict[tuple, _BlockTemplate] = {}
+
+
+def _block_template(
+    key: tuple, config: RuntimeConfig, spec: tuple[str, object] | None = None
+) -> _BlockTemplate | None:
+    """The template of the block ``key`` (a _cnn_keys block key): made from its ``spec``
+    (None if it is not known yet and no spec is given)."""
+    template_key = (key[1:], config)
+    template = _BLOCK_TEMPLATES.get(template_key)
+    if template is None and spec is not None:
+        size, stride = key[0], key[5]
+        part = piece(*spec)
+        tail = summarize([op_profile(k, config) for k in part.keys], config)
+        outputs = []
+        for op in part.keys:
+            _, height, _, channels = op[2][0]
+            outputs.append((stride if height != size else 1, channels))
+        template = _BLOCK_TEMPLATES[template_key] = _BlockTemplate(
+            _bundle(spec, config), tuple(outputs), part.entry_last, part.lasts, tail.scratch,
+            tail.scratch_scopes,
+        )  # fmt: skip
+    return template
+
+
+def _sized_block(template: _BlockTemplate, size: int, config: RuntimeConfig) -> _Bundle:
+    """The bundle of a block whose input maps are ``size`` x ``size``."""
+    alignment = config.alignment
+    sizes = []
+    for stride, channels in template.outputs:
+        side = -(-size // stride)
+        sizes.append(-(-side * side * channels // alignment) * alignment)
+    plan = plan_piece(
+        len(sizes), template.entry_last, sizes, template.lasts, template.scratch,
+        template.scratch_scopes,
+    )  # fmt: skip
+    return template.bundle._replace(plan=plan)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -145,6 +145,7 @@ def make_divisible(value: float, divisor: int = CHANNEL_DIVISOR) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
+@functools.lru_cache(maxsize=64)
 def stage_channels(width_mult: float) -> tuple[int, int, tuple[int, ...]]:
     """(stem, first block, per-stage) output channels at ``width_mult``."""
     return (

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgekit.errors import ConfigError
-from edgekit.estimate import _config_fast, _flat_plan, _patched_kernel, from_config
+from edgekit.estimate import _combine, _config_fast, _flat_plan, _patched_kernel, from_config
 from edgekit.estimate._config_arena import _aligned_part, _smallest_fit
 from edgekit.estimate._config_plan import chain_high_water, plan_piece
 from edgekit.estimate._config_spaces import pieces_of
@@ -230,14 +230,23 @@ def _two_stage_configs(count: int, seed: int) -> list:
 
 
 def _bundle_figures(bundle, input_bytes: int = 96) -> tuple:
-    """Everything of a bundle the config's figures read, its plan by its high-water mark."""
+    """Everything of a bundle the config's figures read, its plan by its high-water mark: a
+    patched piece's own constants (all but the zero points and int32 data another piece may
+    share) count the same whether added up already or kept by key."""
+    merged, shared = dict(bundle.merged), dict(bundle.shared)
+    public = {k: v for k, v in shared.items() if _config_fast._is_public(_key(k))}
+    own_flash = sum(merged.values()) + sum(v for k, v in shared.items() if k not in public)
     columns = bundle.plan.columns
     return (
-        bundle.tensors, bundle.requests, bundle.flash, bundle.layouts, bundle.first_opcode,
-        sorted(dict(bundle.merged).items()), sorted(dict(bundle.shared).items()), bundle.run,
+        bundle.tensors + len(merged), bundle.requests, bundle.flash + own_flash,
+        bundle.layouts, bundle.first_opcode, sorted(public.items()), bundle.run,
         columns[:, 0].tolist(), sorted(map(tuple, columns[:, 1:].T.tolist())),
         _flat_plan.flat_high_water([bundle.plan], input_bytes),
     )  # fmt: skip
+
+
+def _key(number: int) -> tuple:
+    return _config_fast._KEY_TUPLES[number]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -313,3 +322,17 @@ def test_a_block_seen_at_one_map_size_is_exact_at_another():
                 checked += 1
     _config_fast._BLOCK_TEMPLATES.clear()
 
+
+
+@pytest.mark.parametrize("pointer_bytes", [4, 8])
+def test_compiled_combination_equals_the_python_one(pointer_bytes, monkeypatch):
+    """A config's pieces added up in one compiled call (sums, constants counted once, tail,
+    plan, arena arithmetic, flash) give the same figures as adding them up in Python."""
+    if _combine.kernel() is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
+    config = from_config._runtime_for(pointer_bytes, 16)
+    configs = _family_configs(4, seed=30 + pointer_bytes)
+    compiled = [_config_fast.fast_figures(cfg, config) for cfg in configs]
+    monkeypatch.setattr(_combine, "kernel", lambda: None)
+    assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == compiled

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from edgekit.errors import ConfigError
-from edgekit.estimate import _patched_kernel
+from edgekit.estimate import _combine, _patched_kernel
 from edgekit.estimate._config_arena import (
     ArenaFigures,
     OpKey,
@@ -70,9 +70,12 @@ from edgekit.estimate._flatbuffer import (
     Layout,
     counted_bytes,
     file_bytes,
+    lists_bytes,
     model_frame,
+    operator_bytes,
     vtable_bytes,
 )
+from edgekit.estimate.arena import _MAX_SCRATCH_BUFFERS_PER_OP, _PLANNER_BYTES_PER_BUFFER
 from edgekit.estimate.runtime import RuntimeConfig
 from edgekit.spaces._base import is_factorised, projection_rank
 from edgekit.spaces.tiny_cnn import (
@@ -86,6 +89,7 @@ from edgekit.spaces.tiny_cnn import (
     same_padding,
     stage_channels,
 )
+from edgekit.spaces.tiny_resnet import TinyResnetConfig
 from edgekit.spaces.tiny_vit import TinyVitConfig
 
 # Flash figures of pieces are sums, so each is packed into one int that adds up field by
@@ -114,6 +118,27 @@ def _layout_bits(layouts: set[Layout] | frozenset[Layout]) -> int:
     return bits
 
 
+_FLASH_COLUMNS = 3 + len(OPCODES)
+
+
+def _columns(packed: int) -> list[int]:
+    """A packed flash figure (see _pack) as int columns: bytes, int64 vectors, fillers, then
+    operators per opcode."""
+    return [
+        packed & _BYTES_MASK,
+        *((packed >> shift) & _COUNT_MASK for shift in range(_BYTES_BITS, _BYTES_BITS + 16 * (
+            _FLASH_COLUMNS - 1), _COUNT_BITS)),
+    ]  # fmt: skip
+
+
+def _packed(columns: Sequence[int]) -> int:
+    """:func:`_columns` undone."""
+    packed = columns[0]
+    for i, count in enumerate(columns[1:]):
+        packed += count << (_BYTES_BITS + _COUNT_BITS * i)
+    return packed
+
+
 def _flash_bytes(packed: int, layout_bits: int, first_opcode: str, tensor_count: int) -> int:
     """The file's size from a config's packed sum and layout bits (see _pack)."""
     op_counts = {}
@@ -129,6 +154,32 @@ def _flash_bytes(packed: int, layout_bits: int, first_opcode: str, tensor_count:
         (packed >> _BYTES_BITS) & _COUNT_MASK,
         (packed >> (_BYTES_BITS + _COUNT_BITS)) & _COUNT_MASK,
     )
+
+
+_OPCODE_NAMES = tuple(OPCODES)  # in _OPCODE_SHIFT's order
+_FRAMES: dict[tuple[int, str], tuple[int, int]] = {}
+
+
+def _flash_from_columns(
+    columns: Sequence[int], layout_bits: int, first_opcode: str, tensor_count: int
+) -> int:
+    """:func:`_flash_bytes` of a flash figure given as columns (see _columns)."""
+    ops = operators = mask = 0
+    for i, count in enumerate(columns[3:]):
+        if count:
+            mask |= 1 << i
+            ops += count
+            opcode = _OPCODE_NAMES[i]
+            operators += count * operator_bytes(opcode, opcode == first_opcode)
+    frame = _FRAMES.get((mask, first_opcode))
+    if frame is None:
+        opcodes = frozenset(name for i, name in enumerate(_OPCODE_NAMES) if mask >> i & 1)
+        frame = _FRAMES[(mask, first_opcode)] = _frame(opcodes, first_opcode)
+    frame_bytes, frame_bits = frame
+    return file_bytes(
+        columns[0] + frame_bytes + lists_bytes(tensor_count, ops) + operators,
+        _vtable_bytes(layout_bits | frame_bits), columns[1], columns[2],
+    )  # fmt: skip
 
 
 @functools.cache
@@ -245,9 +296,16 @@ class _Bundle(NamedTuple):
 _KEY_NUMBERS: dict[tuple, int] = {}
 
 
+_KEY_TUPLES: list[tuple] = []  # number -> key
+
+
 def _key_number(key: tuple) -> int:
     """A number per merge key: nested tuples hash slowly, and a patched piece has dozens."""
-    return _KEY_NUMBERS.setdefault(key, len(_KEY_NUMBERS))
+    number = _KEY_NUMBERS.get(key)
+    if number is None:
+        number = _KEY_NUMBERS[key] = len(_KEY_TUPLES)
+        _KEY_TUPLES.append(key)
+    return number
 
 
 # runtime -> fast key (see _cnn_keys / _vit_keys) -> bundle; one lookup per piece and config.
@@ -264,6 +322,7 @@ def clear_caches() -> None:
     _patch_geometry.cache_clear()
     _TEMPLATES.clear()
     _BLOCK_TEMPLATES.clear()
+    _ROWS.clear()
     piece.cache_clear()
     op_profile.cache_clear()
     clear_plan_cache()
@@ -331,9 +390,12 @@ def _vit_keys(cfg: TinyVitConfig) -> list[tuple]:
     return keys
 
 
-def _bundles(cfg: SpaceConfig, config: RuntimeConfig, flat: bool = False) -> list[_Bundle]:
+def _bundles(
+    cfg: SpaceConfig, config: RuntimeConfig, flat: bool = False, patched: _Bundle | None = None
+) -> list[_Bundle]:
     """The bundle of each piece of ``cfg``; ``flat``: planned by the flat planner (whose
-    columns are all a two-stage patched piece then needs)."""
+    columns are all a two-stage patched piece then needs); ``patched``: the two-stage
+    patched piece's bundle, if already made."""
     specs: list[tuple[str, object]] = []  # made only when needed (it plans every layer)
     if isinstance(cfg, TinyCnnConfig):
         keys = _cnn_keys(cfg)
@@ -354,9 +416,7 @@ def _bundles(cfg: SpaceConfig, config: RuntimeConfig, flat: bool = False) -> lis
         if bundle is None:
             if key[0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
                 # Rarely seen again (and large): assembled anew, not kept.
-                bundle = (flat and _kernel_patched(cfg, config)) or _assembled_patched(
-                    cfg, config
-                )
+                bundle = patched or _patched_bundle(cfg, config, flat)  # type: ignore[arg-type]
             elif isinstance(key[0], int) and isinstance(cfg, TinyCnnConfig):
                 # A block: of a kind seen before at another size, or made from its spec.
                 template = _block_template(key, config)
@@ -749,9 +809,9 @@ class _PatchGeometry(NamedTuple):
     sliced: tuple[int, int] | None  # a patch (i, j) reading part of the image, if any
     out_hw: tuple[tuple[int, int], ...]  # each patch's output
     concats: dict[tuple[int, RuntimeConfig], tuple]  # (channels, runtime) -> _concat_terms
-    # The by-value int32 constants' merged and shared entries (see _code_entries): the
-    # geometry decides them; filled by the first assembly.
-    constants: list[dict[int, int]]
+    # The by-value int32 constants (see _geometric_constants): the geometry decides them;
+    # filled by the first assembly.
+    constants: list
 
 
 @functools.lru_cache(maxsize=4096)
@@ -799,19 +859,28 @@ def _patch_geometry(
 class _Template(NamedTuple):
     """What Python adds up of a template (the rest is in the TemplateStore's arrays)."""
 
-    flash: int  # packed, see _pack
-    layouts: int
     first_opcode: str
-    merged: dict[int, int]  # key numbers, as in _Unit, without the by-value int32 constants
-    shared: dict[int, int]
+    # Shared entries other pieces may hold too (zero points, zero biases): their keys
+    # (2 * key number + 1) and flash columns (see _combine).
+    public_keys: list[int]
+    public_flash: list[list[int]]
 
 
 class _Templates:
     """The templates of one runtime: the kernel's store and their ids by (layer, variant)."""
 
     def __init__(self, config: RuntimeConfig) -> None:
-        self.store = _patched_kernel.TemplateStore(config.pointer_bytes)
+        self.store = _patched_kernel.TemplateStore(config.pointer_bytes, _FLASH_COLUMNS)
         self.ids: dict[tuple[int, int], int] = {}
+        self.layer_flash: dict[int, list[int]] = {}  # layer number -> its own constants
+
+
+def _is_public(key: tuple) -> bool:
+    """Whether a constant shared by value may also be in another piece of the graph: a
+    zero-point vector or int32 zeros (a zero bias, a slice's begin at the corner). The rest
+    of a patched piece's constants (its layers' weights, biases and scales, its slice bounds
+    and paddings) are its own: no other piece holds them."""
+    return key[0] == "zero_points" or (key[0] == "int32 data" and not any(key[1]))
 
 
 _TEMPLATES: dict[RuntimeConfig, _Templates] = {}
@@ -823,8 +892,10 @@ def _template(
     key: tuple,
     in_shape: tuple[int, ...],
     skip_shape: tuple[int, ...] | None,
+    layer: int | None,
 ) -> int:
-    """A new template, from one patch's layer (or image slice) built on its own."""
+    """A new template, from one patch's layer (number ``layer``) or the image slice built
+    on its own; -1 (kept as its id) for one the compiled assembly cannot add up."""
     part = _unit_piece(key, in_shape, skip_shape, by_value=False)
     tail = summarize([op_profile(k, config) for k in part.keys], config)
     ops = [
@@ -835,14 +906,27 @@ def _template(
         )
         for op, last in zip(part.keys, part.lasts, strict=True)
     ]
+    layouts = _layout_bits(part.layouts)
+    if layouts >> 62 or any(_is_public(key) for key, _ in part.merged):
+        return -1
+    own = sum(flash for _, flash in part.merged) + sum(
+        flash for key, flash in part.shared if not _is_public(key)
+    )
+    layer_flash = [len(part.merged), *_columns(own)]
+    if layer is not None:  # every variant of a layer holds the same constants
+        if templates.layer_flash.setdefault(layer, layer_flash) != layer_flash:
+            return -1
+    elif any(layer_flash):
+        return -1
+    public = [(key, flash) for key, flash in part.shared if _is_public(key)]
     extra = _Template(
-        part.flash, _layout_bits(part.layouts), part.first_opcode,
-        {_key_number(key): flash for key, flash in part.merged},
-        {_key_number(key): flash for key, flash in part.shared},
+        part.first_opcode, [2 * _key_number(key) + 1 for key, _ in public],
+        [_columns(flash)[:3] for _, flash in public],
     )  # fmt: skip
     return templates.store.add(
         part.entry_lasts, part.tensors, ops,
-        list(zip(tail.scratch, tail.scratch_scopes, strict=True)), run_terms(tail), extra,
+        list(zip(tail.scratch, tail.scratch_scopes, strict=True)), run_terms(tail), layouts,
+        _columns(part.flash), layer_flash, extra,
     )  # fmt: skip
 
 
@@ -871,22 +955,16 @@ def _code_entries(code: int) -> tuple[tuple[int, int], tuple[tuple[int, int], ..
     return entries
 
 
-def _kernel_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle | None:
-    """:func:`_assembled_patched`'s bundle, assembled in compiled code from templates (None
-    when the compiled assembly is unavailable or the part has scratch buffers)."""
-    kernel = _patched_kernel.kernel()
-    if kernel is None:
-        return None
-    depth = cfg.depths[0]
-    layers, shapes = _first_stage(
-        cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
-        cfg.expand_ratios[:depth], (cfg.stem_stride, cfg.first_stage_stride),
-        cfg.fused_stages > 0,
-    )  # fmt: skip
-    geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes)
-    templates = _TEMPLATES.get(config)
-    if templates is None:
-        templates = _TEMPLATES[config] = _Templates(config)
+def _template_ids(
+    cfg: TinyCnnConfig,
+    config: RuntimeConfig,
+    layers: tuple[_PatchLayer, ...],
+    geometry: _PatchGeometry,
+    templates: _Templates,
+) -> tuple[np.ndarray, list[int], int] | None:
+    """The template of each (layer, variant) the grid uses (made from the first patch that
+    uses it if new), every template used, and the image slice's template (-1: none); None
+    if one of them is one the compiled assembly cannot add up."""
     ids = np.full((len(layers), _patched_kernel.VARIANTS), -1, np.int64)
     used = []
     axis = geometry.axis
@@ -909,8 +987,10 @@ def _kernel_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle | None
                 skip_shape = None
             in_shape = (1, ry1 - ry0, rx1 - rx0, layer.channels)
             template = templates.ids[(layer.number, variant)] = _template(
-                templates, config, (layer.key, step), in_shape, skip_shape
+                templates, config, (layer.key, step), in_shape, skip_shape, layer.number
             )
+        if template < 0:
+            return None
         ids[index, variant] = template
         used.append(template)
     slice_id = -1
@@ -921,9 +1001,66 @@ def _kernel_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle | None
             i, j = geometry.sliced
             region = (*axis[i, 0, :2].tolist(), *axis[j, 0, :2].tolist())
             slice_id = templates.ids[(-1, cfg.in_channels)] = _template(
-                templates, config, region, image, None
+                templates, config, region, image, None, None
             )
+        if slice_id < 0:
+            return None
         used.append(slice_id)
+    return ids, used, slice_id
+
+
+class _PatchedParts(NamedTuple):
+    """A two-stage patched piece as the compiled combination reads it (see
+    _combine.BundleTable.add: one row's info, drops and flash; its keys with their flash as
+    rows; its planner columns (4, n))."""
+
+    info: np.ndarray
+    drops: np.ndarray
+    flash: np.ndarray
+    keys: np.ndarray
+    key_flash: np.ndarray
+    columns: np.ndarray
+    first_opcode: str
+
+
+def _kernel_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle | None:
+    """:func:`_assembled_patched`'s bundle, assembled in compiled code from templates (None
+    when the compiled assembly is unavailable or the part has scratch buffers). The
+    piece's own constants are added up in its tensors and flash; only the constants other
+    pieces may hold too are left by key."""
+    parts = _kernel_patched_parts(cfg, config)
+    if parts is None:
+        return None
+    tensors, requests, layouts, ops, *fold = parts.info.tolist()
+    shared = {
+        key >> 1: _packed(flash)
+        for key, flash in zip(parts.keys.tolist(), parts.key_flash.tolist(), strict=True)
+    }
+    return _Bundle(
+        tensors, requests, _packed(parts.flash.tolist()), layouts, parts.first_opcode, (),
+        shared, FlatPiece(parts.columns), (tuple(parts.drops.tolist()), ops, *fold),
+    )  # fmt: skip
+
+
+def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _PatchedParts | None:
+    """See :func:`_kernel_patched`."""
+    kernel = _patched_kernel.kernel()
+    if kernel is None:
+        return None
+    depth = cfg.depths[0]
+    layers, shapes = _first_stage(
+        cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
+        cfg.expand_ratios[:depth], (cfg.stem_stride, cfg.first_stage_stride),
+        cfg.fused_stages > 0,
+    )  # fmt: skip
+    geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes)
+    templates = _TEMPLATES.get(config)
+    if templates is None:
+        templates = _TEMPLATES[config] = _Templates(config)
+    found = _template_ids(cfg, config, layers, geometry, templates)
+    if found is None:
+        return None
+    ids, used, slice_id = found
     out_channels = layers[-1].key[3][2]
     concats = geometry.concats.get((out_channels, config))
     if concats is None:
@@ -934,78 +1071,226 @@ def _kernel_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle | None
     if concat_run is None or templates.store.scratch_count:
         return None
     store = templates.store
-    columns, summary, dropped, added, met, data = kernel(
-        axis, geometry.flags, geometry.skip_of, ids, slice_id,
-        cfg.resolution, out_channels,
-        store.info, store.drops, store.ops, store.scratch, config.alignment,
-        _fixed(config).request, concat_run,
+    columns, summary, dropped, flash, met, data = kernel(
+        geometry.axis, geometry.flags, geometry.skip_of, ids, slice_id,
+        cfg.resolution, out_channels, store.info, store.drops, store.ops, store.scratch,
+        store.flash, store.layer_flash, config.alignment, _fixed(config).request, concat_run,
     )  # fmt: skip
     if not geometry.constants:
-        merged_constants: dict[int, int] = {}
-        shared_constants: dict[int, int] = {}
-        for code in set(met.tolist()):
-            number, constant_flash = _code_entries(code)[0]
-            merged_constants[number] = constant_flash
-        for code in set(data.tolist()):
-            shared_constants.update(_code_entries(code)[1])
-        geometry.constants.extend((merged_constants, shared_constants))
-    merged = geometry.constants[0].copy()
-    shared = geometry.constants[1].copy()
+        geometry.constants.extend(_geometric_constants(met, data))
+    constant_count, constant_flash, keys, key_flash = geometry.constants
+    keys, key_flash = list(keys), list(key_flash)
     extras = store.extra
-    flash = concat_flash
-    layouts = concat_layouts
     for template in set(used):
         extra: _Template = extras[template]  # type: ignore[assignment]
-        layouts |= extra.layouts
-        merged.update(extra.merged)
-        times = int(added[template])
-        if times:
-            flash += times * extra.flash
-            shared.update(extra.shared)
-    ops, requests, tensors, first, *fold = summary.tolist()
-    run = (tuple(dropped.tolist()), ops, *fold)
-    first_opcode = extras[first].first_opcode if first >= 0 else concat_opcode  # type: ignore[attr-defined]
-    return _Bundle(
-        tensors + concat_ops, requests, flash, layouts, first_opcode, merged, shared,
-        FlatPiece(columns), run,
+        if extra.public_keys:
+            keys += extra.public_keys
+            key_flash += extra.public_flash
+    ops, requests, tensors, first, op_data, first_op_data, peak, persist, scratch, layouts = (
+        summary.tolist()
+    )
+    info = (
+        tensors + constant_count + concat_ops, requests, layouts | concat_layouts, ops,
+        op_data, first_op_data, peak, persist, scratch,
     )  # fmt: skip
+    return _PatchedParts(
+        np.array(info, np.int64), dropped, flash + constant_flash + concat_flash,
+        np.array(keys, np.int64), np.array(key_flash, np.int64).reshape(-1, 3), columns,
+        extras[first].first_opcode if first >= 0 else concat_opcode,  # type: ignore[attr-defined]
+    )  # fmt: skip
+
+
+def _geometric_constants(met: np.ndarray, data: np.ndarray) -> tuple:
+    """(tensors, flash columns) of the int32 constants a patched part merges by value, and
+    the keys (2 * key number + 1) and flash of their shared data other pieces may hold too
+    (a slice's begin of zeros)."""
+    count = flash = 0
+    for code in set(met.tolist()):
+        flash += _code_entries(code)[0][1]
+        count += 1
+    shared: dict[int, int] = {}
+    for code in set(data.tolist()):
+        shared.update(_code_entries(code)[1])
+    keys, key_flash = [], []
+    for number, value in shared.items():
+        if _is_public(_KEY_TUPLES[number]):
+            keys.append(2 * number + 1)
+            key_flash.append(_columns(value)[:3])
+        else:
+            flash += value
+    return count, np.array(_columns(flash), np.int64), keys, key_flash
 
 
 def _concat_terms(
     shapes: tuple[tuple[int, ...], ...], grid: int, config: RuntimeConfig
 ) -> tuple[int, np.ndarray | None, int, int, str]:
     """(ops, run terms as the compiled assembly reads them (None: scratch buffers, which it
-    does not place), flash, layouts, first opcode) of a patched part's CONCATENATIONs."""
+    does not place), flash columns, layouts, first opcode) of a patched part's
+    CONCATENATIONs."""
     ops, tail, flash, layouts = _concats(shapes, grid, config)
     drops, *fold = run_terms(tail)
     run = None if tail.scratch else np.array([*fold, *drops], np.int64)
-    return len(ops), run, flash, layouts, ops[0].opcode
+    return len(ops), run, np.array(_columns(flash), np.int64), layouts, ops[0].opcode
 
 
 @functools.lru_cache(maxsize=16)
-def _input_flash(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The input tensor's flash (packed) and layout bits."""
+def _input_flash(shape: tuple[int, ...]) -> tuple[list[int], int]:
+    """The input tensor's flash (as columns, see _columns) and layout bits."""
     terms = tensor_terms(Tensor(shape, name=INPUT_NAME))
-    return _pack(terms), _layout_bits(terms.layouts)
+    return _columns(_pack(terms)), _layout_bits(terms.layouts)
 
 
-_FLAT_AFTER = 200  # tiny-cnn configs estimated before the compiled planner takes over
-_cnn_configs = 0
+def _patched_bundle(cfg: TinyCnnConfig, config: RuntimeConfig, flat: bool) -> _Bundle:
+    """A two-stage patched piece's bundle: compiled for the flat planner if possible."""
+    return (flat and _kernel_patched(cfg, config)) or _assembled_patched(cfg, config)
+
+
+class _Rows:
+    """The bundle table of one runtime (see _combine) and each fast key's row in it."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.table = _combine.BundleTable(config.pointer_bytes, _FLASH_COLUMNS)
+        self.rows: dict[object, int] = {}
+        self.fixed = _combine.fixed_terms(
+            _fixed(config), config.alignment, _MAX_SCRATCH_BUFFERS_PER_OP,
+            _PLANNER_BYTES_PER_BUFFER,
+        )  # fmt: skip
+
+
+_ROWS: dict[RuntimeConfig, _Rows] = {}
+
+
+def _row_arrays(bundle: _Bundle) -> tuple | None:
+    """A bundle as a table row (see _combine.BundleTable.add), or None if it holds more
+    than 62 kinds of tables or a counted-once constant with operators."""
+    drops, ops, op_data, first_op_data, peak, persist, scratch = bundle.run
+    if bundle.layouts >> 62:
+        return None
+    keys = []
+    for kind, pairs in enumerate((bundle.merged, bundle.shared)):
+        for number, packed in dict(pairs).items():
+            columns = _columns(packed)
+            if any(columns[3:]):
+                return None
+            keys.append((number, kind, columns[:3]))
+    info = (
+        bundle.tensors, bundle.requests, bundle.layouts, ops, op_data, first_op_data, peak,
+        persist, scratch,
+    )  # fmt: skip
+    return (
+        info, drops, _columns(bundle.flash), keys, bundle.plan.columns, bundle.first_opcode,
+        bundle.plan,
+    )  # fmt: skip
+
+
+_NO_FIRST = (
+    np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
+    np.empty(0, np.int64), np.empty((0, 3), np.int64), np.empty((4, 0), np.int64),
+)  # fmt: skip
+
+
+def _compiled_figures(
+    cfg: SpaceConfig, config: RuntimeConfig, flat: bool, combine: Callable
+) -> tuple[ArenaFigures, int] | None:
+    """:func:`fast_figures` with the pieces added up in one compiled call (None: not for
+    this config, the caller adds them up in Python)."""
+    state = _ROWS.get(config)
+    if state is None or len(state.rows) > _MAX_BUNDLES:
+        state = _ROWS[config] = _Rows(config)
+    if isinstance(cfg, TinyCnnConfig):
+        keys: list = _cnn_keys(cfg)
+    elif isinstance(cfg, TinyVitConfig):
+        keys = _vit_keys(cfg)
+    else:
+        return None
+    first = parts = None
+    if keys[0][0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
+        if flat:
+            parts = _kernel_patched_parts(cfg, config)  # type: ignore[arg-type]
+        if parts is None:
+            first = _assembled_patched(cfg, config)  # type: ignore[arg-type]
+        keys = keys[1:]
+    rows = state.rows
+    try:
+        chain = [rows[key] for key in keys]
+    except KeyError:
+        if parts is not None:
+            first = _kernel_patched(cfg, config)  # type: ignore[arg-type]
+        bundles = _bundles(cfg, config, flat, first)
+        for key, bundle in zip(keys, bundles[1:] if first else bundles, strict=True):
+            if key not in rows:
+                row = _row_arrays(bundle)
+                if row is None:
+                    return None
+                rows[key] = state.table.add(*row)
+        chain = [rows[key] for key in keys]
+    if parts is not None:
+        first_arrays = parts[:6]
+        first_opcode = parts.first_opcode
+    elif first is None:
+        first_arrays = _NO_FIRST
+        first_opcode = state.table.first_opcodes[chain[0]]
+    else:
+        row = _row_arrays(first)
+        if row is None:
+            return None
+        info, drops, flash, first_keys, columns, first_opcode, _ = row
+        first_arrays = (
+            np.array(info, np.int64), np.array(drops, np.int64), np.array(flash, np.int64),
+            np.array([2 * number + kind for number, kind, _ in first_keys], np.int64),
+            np.array([key[2] for key in first_keys], np.int64).reshape(-1, 3), columns,
+        )  # fmt: skip
+    res, channels = cfg.resolution, cfg.in_channels
+    alignment = config.alignment
+    input_bytes = -(-res * res * channels // alignment) * alignment
+    if flat:
+        high_water = -1
+    else:
+        plans = [state.table.plans[row] for row in chain]
+        if first is not None:  # (parts are only made for the flat planner)
+            plans.insert(0, first.plan)
+        high_water = chain_high_water(plans, input_bytes)  # type: ignore[arg-type]
+    table = state.table
+    out = combine(
+        np.array(chain, np.int64), table.info, table.drops, table.flash, table.key_start,
+        table.keys, table.key_flash, table.column_start, table.columns, *first_arrays,
+        input_bytes, high_water, state.fixed,
+    )  # fmt: skip
+    arena, head, tail, tensors, layouts, *flash_columns = out.tolist()
+    if arena < 0:
+        return None
+    input_flash, input_layouts = _input_flash((1, res, res, channels))
+    for i, value in enumerate(input_flash):
+        flash_columns[i] += value
+    flash = _flash_from_columns(flash_columns, layouts | input_layouts, first_opcode, tensors)
+    return ArenaFigures(arena, head, tail), flash
+
+
+_FLAT_AFTER = 200  # configs estimated before compiled code takes over
+_estimates = 0
 
 
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
     """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's."""
-    # tiny-vit's chains repeat a few kinds of blocks, whose memoised partial plans the chain
-    # planner reuses (faster than planning all ~200 buffers); tiny-cnn's rarely repeat. The
-    # compiled planner costs ~1.5 s to load (5 s to compile once): worth it in a search only.
-    global _cnn_configs
-    is_cnn = isinstance(cfg, TinyCnnConfig)
-    _cnn_configs += is_cnn
-    flat = is_cnn and _cnn_configs > _FLAT_AFTER and compiled()
+    # Compiled code costs ~1.5 s to load (~10 s to compile once per installation): worth it
+    # in a search only. It then adds up tiny-cnn and tiny-vit configs (see _combine) and plans
+    # tiny-cnn's chains flat. tiny-vit's chains repeat a few kinds of blocks, whose memoised
+    # partial plans the chain planner reuses (faster than planning all ~200 buffers);
+    # tiny-cnn's rarely repeat.
+    global _estimates
+    _estimates += 1
+    warm = _estimates > _FLAT_AFTER and not isinstance(cfg, TinyResnetConfig) and compiled()
+    flat = warm and isinstance(cfg, TinyCnnConfig)
+    if warm and not config.alignment % _fixed(config).modulus:
+        combine = _combine.kernel()
+        figures = None if combine is None else _compiled_figures(cfg, config, flat, combine)
+        if figures is not None:
+            return figures
     bundles = _bundles(cfg, config, flat)
     res, channels = cfg.resolution, cfg.in_channels
     tensor_count = request_count = 1  # the input
-    flash, layouts = _input_flash((1, res, res, channels))
+    input_flash, layouts = _input_flash((1, res, res, channels))
+    flash = _packed(input_flash)
     merged: dict[int, int] = {}
     shared: dict[int, int] = {}
     plans = []

@@ -92,11 +92,13 @@ def _greedy_high_water(columns: np.ndarray, input_size: int) -> int:
         wanted, f, t = size[i], first[i], last[i]
         offset = 0
         for q in range(placed):
-            if alive_from[q] <= t and f <= alive_to[q]:
-                if start[q] - offset >= wanted:
-                    break
-                if end[q] > offset:
-                    offset = end[q]
+            # Placed buffers are in offset order: from the first one at or above
+            # offset + wanted on, no buffer can move the offset (TFLM goes on to find
+            # the next one it shares a scope with, and stops there).
+            if start[q] - offset >= wanted:
+                break
+            if alive_from[q] <= t and f <= alive_to[q] and end[q] > offset:
+                offset = end[q]
         q = placed
         while q > 0 and start[q - 1] > offset:
             start[q], end[q] = start[q - 1], end[q - 1]

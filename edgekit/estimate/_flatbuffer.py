@@ -243,15 +243,24 @@ def model_frame(opcodes: frozenset[str], first_opcode: str) -> tuple[int, frozen
 
 def counted_bytes(op_counts: Mapping[str, int], first_opcode: str, tensor_count: int) -> int:
     """Operator tables and the lists of tensors, operators and buffers."""
-    size = vector_bytes(tensor_count) + vector_bytes(tensor_count + 1 + len(_METADATA_BUFFERS))
-    size += vector_bytes(sum(op_counts.values()))
+    size = lists_bytes(tensor_count, sum(op_counts.values()))
     for opcode, count in op_counts.items():
-        size += count * _operator_bytes(opcode, opcode == first_opcode)
+        size += count * operator_bytes(opcode, opcode == first_opcode)
     return size
 
 
+def lists_bytes(tensor_count: int, operator_count: int) -> int:
+    """The lists of tensors, operators and buffers (one buffer per tensor, one empty, the
+    metadata's)."""
+    return (
+        vector_bytes(tensor_count) + vector_bytes(tensor_count + 1 + len(_METADATA_BUFFERS))
+        + vector_bytes(operator_count)
+    )  # fmt: skip
+
+
 @functools.cache
-def _operator_bytes(opcode: str, first: bool) -> int:
+def operator_bytes(opcode: str, first: bool) -> int:
+    """An operator's table (``first``: of the model's first operator's opcode)."""
     return table_layout(operator_fields(first, OPCODES[opcode][2]))[0]
 
 

@@ -27,8 +27,12 @@ logger = logging.getLogger(__name__)
 
 # Template columns (TemplateStore.info)
 OPS, ENTRIES, ENTRY_LAST, SKIP_LAST, TENSORS, OP_START, SCRATCH_START, SCRATCH_COUNT = range(8)
-RUN_OP_DATA, RUN_FIRST_OP_DATA, RUN_PEAK, RUN_PERSIST, RUN_SCRATCH = range(8, 13)
-INFO_COLUMNS = 13
+RUN_OP_DATA, RUN_FIRST_OP_DATA, RUN_PEAK, RUN_PERSIST, RUN_SCRATCH, LAYOUTS = range(8, 14)
+INFO_COLUMNS = 14
+# A template's flash (TemplateStore.flash): counted each time it is added. Its layer's own
+# constants (TemplateStore.layer_flash: weights, biases, their scales; the same for every
+# variant of the layer) are counted once per graph, with their tensors (LAYER_TENSORS).
+LAYER_TENSORS = 0
 # Op columns (TemplateStore.ops): dims (0: the unit's output region, 1: its padded input),
 # channels, last reader (scope relative to the unit; 0: read after it)
 OUT_DIMS, PADDED_DIMS = 0, 1
@@ -53,11 +57,13 @@ def constant_code(kind: int, values: Sequence[int]) -> int:
 class TemplateStore:
     """Templates of one runtime, in growable arrays the compiled assembly reads."""
 
-    def __init__(self, pointer: int) -> None:
+    def __init__(self, pointer: int, flash_columns: int) -> None:
         self.pointer = pointer
         self.count = 0
         self.info = np.zeros((64, INFO_COLUMNS), np.int64)
         self.drops = np.zeros((64, pointer), np.int64)
+        self.flash = np.zeros((64, flash_columns), np.int64)
+        self.layer_flash = np.zeros((64, 1 + flash_columns), np.int64)
         self.ops = np.zeros((256, 3), np.int64)
         self.op_count = 0
         self.scratch = np.zeros((16, 2), np.int64)
@@ -71,13 +77,20 @@ class TemplateStore:
         ops: Sequence[tuple[int, int, int]],
         scratch: Sequence[tuple[int, int]],
         run: tuple[Sequence[int], int, int, int, int, int, int],
+        layouts: int,
+        flash: Sequence[int],
+        layer_flash: Sequence[int],
         extra: object,
     ) -> int:
         """A new template's id. ``ops``: (dims, channels, last) per op in order; ``scratch``:
-        (aligned size, scope); ``run``: its tail's RunTerms."""
+        (aligned size, scope); ``run``: its tail's RunTerms; ``layouts``: a bit set below
+        2**62; ``flash``, ``layer_flash``: flash figures as int columns (``layer_flash``
+        after its tensor count)."""
         index = self.count
         self.info = _grown(self.info, index + 1)
         self.drops = _grown(self.drops, index + 1)
+        self.flash = _grown(self.flash, index + 1)
+        self.layer_flash = _grown(self.layer_flash, index + 1)
         self.ops = _grown(self.ops, self.op_count + len(ops))
         self.scratch = _grown(self.scratch, self.scratch_count + len(scratch))
         drops, run_ops, op_data, first_op_data, peak, persist, run_scratch = run
@@ -85,9 +98,11 @@ class TemplateStore:
         self.info[index] = (
             len(ops), len(entry_lasts), entry_lasts[0], entry_lasts[-1], tensors,
             self.op_count, self.scratch_count, len(scratch),
-            op_data, first_op_data, peak, persist, run_scratch,
+            op_data, first_op_data, peak, persist, run_scratch, layouts,
         )  # fmt: skip
         self.drops[index] = drops
+        self.flash[index] = flash
+        self.layer_flash[index] = layer_flash
         if ops:
             self.ops[self.op_count : self.op_count + len(ops)] = ops
         if scratch:
@@ -131,6 +146,8 @@ def _assemble(
     drops: np.ndarray,
     ops: np.ndarray,
     scratch: np.ndarray,
+    template_flash: np.ndarray,
+    layer_flash: np.ndarray,
     alignment: int,
     request: int,
     concat_run: np.ndarray,
@@ -138,13 +155,13 @@ def _assemble(
     """The patched part of a grid (``axis``: per axis position and layer, input range, zeros
     before and after, output range; ``flags``: per axis position and layer, bit 0 zeros,
     bit 1 zeros equal to SAME padding, bit 2 skip cropped; ``variant_ids``: template per
-    layer and variant; ``image_size``: its height and width). Returns the planner's
-    columns, the summary (ops, requests, tensors, first template, run terms but the options
-    drop), the
-    options drop per start residue, the number of times each template was added, and the
-    codes of the int32 constants met (merged by value) and of those added (their data).
-    ``concat_run``: the CONCATENATIONs' run terms (ops, OpData, first OpData, peak,
-    persistent bytes, scratch buffers, then the options drop per residue)."""
+    layer and variant; ``image_size``: its height and width; ``concat_run``: the
+    CONCATENATIONs' run terms (ops, OpData, first OpData, peak, persistent bytes, scratch
+    buffers, then the options drop per residue)). Returns the planner's columns, the summary
+    (ops, requests, tensors, first template, run terms but the options drop, layouts), the
+    options drop per start residue, the flash columns added up (each layer's own constants
+    once), and the codes of the int32 constants met (merged by value) and of those added
+    (their data)."""
     grid, layers = axis.shape[0], axis.shape[1]
     pointer = drops.shape[1]
     capacity = grid * grid * (layers + 1) * 6 + grid + 1
@@ -152,7 +169,10 @@ def _assemble(
     last = np.zeros(capacity, np.int64)
     scratch_size = np.empty(capacity, np.int64)
     scratch_scope = np.empty(capacity, np.int64)
-    added = np.zeros(info.shape[0], np.int64)
+    flash = np.zeros(template_flash.shape[1], np.int64)
+    layer_own = np.zeros(layer_flash.shape[1], np.int64)  # the layers' own constants
+    layer_met = np.zeros(layers, np.bool_)
+    layouts = 0
     met = np.empty(grid * grid * (layers + 1) * 4, np.int64)
     data = np.empty(grid * grid * (layers + 1) * 4, np.int64)
     residue = np.arange(pointer)
@@ -181,6 +201,7 @@ def _assemble(
             met[met_count + 1] = end
             met[met_count + 2] = STRIDES << _CODE_SHIFT
             met_count += 3
+            layouts |= info[slice_id, LAYOUTS]
             key = -((y0 << 24) | (y1 << 16) | (x0 << 8) | x1) - 1
             slot = _slot(made_key, key)
             if made_key[slot] == key:
@@ -218,7 +239,7 @@ def _assemble(
                 persisted += info[t, RUN_PERSIST]
                 run_scratch += info[t, RUN_SCRATCH]
                 tensors += info[t, TENSORS]
-                added[t] += 1
+                flash += template_flash[t]
                 if first < 0:
                     first = t
                 base += info[t, OPS]
@@ -236,6 +257,10 @@ def _assemble(
             source = skip_of[layer]
             cropped = 1 if source >= 0 and (fi | fj) & 4 else 0
             t = variant_ids[layer, kind * 2 + cropped]
+            layouts |= info[t, LAYOUTS]
+            if not layer_met[layer]:
+                layer_met[layer] = True
+                layer_own += layer_flash[t]
             if kind == PAD_OP:
                 code = (PADDINGS << _CODE_SHIFT) | top | (bottom << 8) | (left << 16)
                 met[met_count] = code | (right << 24)
@@ -294,7 +319,7 @@ def _assemble(
             persisted += info[t, RUN_PERSIST]
             run_scratch += info[t, RUN_SCRATCH]
             tensors += info[t, TENSORS]
-            added[t] += 1
+            flash += template_flash[t]
             if first < 0:
                 first = t
             base += info[t, OPS]
@@ -360,17 +385,19 @@ def _assemble(
         columns[1, count + s] = SCRATCH_CLASS + s
         columns[2, count + s] = scratch_scope[s]
         columns[3, count + s] = scratch_scope[s]
-    summary = np.empty(9, np.int64)
+    summary = np.empty(10, np.int64)
     summary[0] = base + concat_run[0]
     summary[1] = count + scratch_count
-    summary[2] = tensors
+    summary[2] = tensors + layer_own[LAYER_TENSORS]
     summary[3] = first
     summary[4] = op_data
     summary[5] = first_op_data
     summary[6] = peak
     summary[7] = persisted
     summary[8] = run_scratch
-    return columns, summary, dropped, added, met[:met_count], data[:data_count]
+    summary[9] = layouts
+    flash += layer_own[1:]
+    return columns, summary, dropped, flash, met[:met_count], data[:data_count]
 
 
 @functools.cache

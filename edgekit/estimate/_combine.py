@@ -1,0 +1,293 @@
+"""A config's arena from its pieces' bundles, added up in compiled code.
+
+``_config_fast`` keeps every piece it has summarised (a *bundle*) in a :class:`BundleTable`:
+numbers only, one row per bundle. A config is then a list of row numbers, and one compiled
+call (:func:`combine`) does what costs most in Python per config: the sums of tensors,
+requests and flash, the constants counted once per model (merged and shared by key), the tail
+terms folded in order, the memory plan of the whole chain (unless the caller planned it) and
+:func:`edgekit.estimate._config_arena.arena_from_terms`'s arithmetic. A two-stage patched
+piece, made anew per config, comes as extra arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from edgekit.estimate import _flat_plan
+
+logger = logging.getLogger(__name__)
+
+# BundleTable.info columns
+TENSORS, REQUESTS, LAYOUTS, OPS, OP_DATA, FIRST_OP_DATA, PEAK, PERSIST, SCRATCH = range(9)
+INFO_COLUMNS = 9
+KEY_COLUMNS = 3  # a counted-once constant's flash: bytes, int64 vectors, fillers
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    if rows <= array.shape[-1 if array.ndim == 1 else 0]:
+        return array
+    shape = list(array.shape)
+    shape[0] = max(rows, 2 * shape[0])
+    bigger = np.zeros(shape, np.int64)
+    bigger[: array.shape[0]] = array
+    return bigger
+
+
+class BundleTable:
+    """Bundles of one runtime as rows of int arrays (see the module docstring)."""
+
+    def __init__(self, pointer: int, flash_columns: int) -> None:
+        self.count = 0
+        self.info = np.zeros((256, INFO_COLUMNS), np.int64)
+        self.drops = np.zeros((256, pointer), np.int64)
+        self.flash = np.zeros((256, flash_columns), np.int64)
+        self.key_start = np.zeros(257, np.int64)  # row i's keys: key_start[i]:key_start[i+1]
+        self.keys = np.zeros(1024, np.int64)  # key number * 2 + (0 merged, 1 shared)
+        # Each key's flash, with the key: equal keys of different configs may differ (a
+        # layer's scale vector is keyed by its name, whatever its channels).
+        self.key_flash = np.zeros((1024, KEY_COLUMNS), np.int64)
+        self.column_start = np.zeros(257, np.int64)
+        self.columns = np.zeros((1024, 4), np.int64)  # planner columns, one row each
+        self.first_opcodes: list[str] = []
+        self.plans: list[object] = []  # each row's plan, for the caller's chain planner
+
+    def add(
+        self,
+        info: tuple[int, ...],
+        drops: tuple[int, ...],
+        flash: list[int],
+        keys: list[tuple[int, int, list[int]]],
+        columns: np.ndarray,
+        first_opcode: str,
+        plan: object,
+    ) -> int:
+        """A new row: ``keys`` (key number, 0 merged / 1 shared, its flash columns)."""
+        row = self.count
+        self.info = _grown(self.info, row + 1)
+        self.drops = _grown(self.drops, row + 1)
+        self.flash = _grown(self.flash, row + 1)
+        self.key_start = _grown(self.key_start, row + 2)
+        self.column_start = _grown(self.column_start, row + 2)
+        self.info[row] = info
+        self.drops[row] = drops
+        self.flash[row] = flash
+        start = self.key_start[row]
+        self.keys = _grown(self.keys, start + len(keys))
+        self.key_flash = _grown(self.key_flash, start + len(keys))
+        for i, (number, kind, key_flash) in enumerate(keys):
+            self.keys[start + i] = 2 * number + kind
+            self.key_flash[start + i] = key_flash
+        self.key_start[row + 1] = start + len(keys)
+        start = self.column_start[row]
+        self.columns = _grown(self.columns, start + columns.shape[1])
+        self.columns[start : start + columns.shape[1]] = columns.T
+        self.column_start[row + 1] = start + columns.shape[1]
+        self.first_opcodes.append(first_opcode)
+        self.plans.append(plan)
+        self.count += 1
+        return row
+
+
+def _slot(keys: np.ndarray, key: int) -> int:
+    """Where ``key`` is in an open-addressing table of -1s (or the empty slot it takes)."""
+    mask = len(keys) - 1
+    slot = (key * 0x9E3779B1) & mask
+    while keys[slot] != key and keys[slot] != -1:
+        slot = (slot + 1) & mask
+    return slot
+
+
+def _align_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment
+
+
+def _aligned_part(residue: int, pointer: int, alignment: int, before: int) -> int:
+    return (residue // pointer * pointer - before) // alignment * alignment
+
+
+def _combine(
+    rows: np.ndarray,
+    info: np.ndarray,
+    drops: np.ndarray,
+    flash: np.ndarray,
+    key_start: np.ndarray,
+    keys: np.ndarray,
+    key_flash: np.ndarray,
+    column_start: np.ndarray,
+    columns: np.ndarray,
+    first_info: np.ndarray,
+    first_drops: np.ndarray,
+    first_flash: np.ndarray,
+    first_keys: np.ndarray,
+    first_key_flash: np.ndarray,
+    first_columns: np.ndarray,
+    input_bytes: int,
+    high_water: int,
+    fixed: np.ndarray,
+) -> np.ndarray:
+    """(arena, head, tail, tensors, layouts, flash columns ...) of the chain ``rows`` after
+    the optional first piece (``first_info`` empty: none; its columns (4, n), its keys and
+    their flash as rows). ``high_water`` < 0: planned here. ``fixed``: see
+    :func:`fixed_terms`. An arena of -1: the model has no OpData (arena_from_terms raises)."""
+    pointer, alignment = fixed[0], fixed[1]
+    pieces = len(rows) + (1 if len(first_info) else 0)
+    # Sums, and the tail's runs folded in order (see _config_arena.compose_runs).
+    tensors = requests = 1  # the input
+    layouts = 0
+    total_flash = np.zeros(flash.shape[1], np.int64)
+    residue = 0
+    options_drop = op_count = op_data = first_op_data = peak = persisted = scratch = 0
+    request = fixed[5]
+    key_count = len(first_keys)
+    for p in range(len(rows)):
+        key_count += key_start[rows[p] + 1] - key_start[rows[p]]
+    slots = 16
+    while slots < 4 * key_count:
+        slots *= 2
+    seen = np.full(slots, -1, np.int64)
+    merged = 0
+    for p in range(pieces):
+        if len(first_info):
+            row_info = first_info if p == 0 else info[rows[p - 1]]
+        else:
+            row_info = info[rows[p]]
+        tensors += row_info[TENSORS]
+        requests += row_info[REQUESTS]
+        layouts |= row_info[LAYOUTS]
+        if len(first_info) and p == 0:
+            drop = first_drops[residue]
+            total_flash += first_flash
+        else:
+            row = rows[p - 1] if len(first_info) else rows[p]
+            drop = drops[row, residue]
+            total_flash += flash[row]
+        options_drop += drop
+        residue = (residue - drop) % pointer
+        op_count += row_info[OPS]
+        op_data += row_info[OP_DATA]
+        if first_op_data == 0:
+            first_op_data = row_info[FIRST_OP_DATA]
+        peak = max(peak, persisted + request * scratch + row_info[PEAK])
+        persisted += row_info[PERSIST]
+        scratch += row_info[SCRATCH]
+    # Constants counted once per model.
+    for p in range(pieces + 1):
+        if p == pieces:
+            if not len(first_info):
+                break
+            begin, end = 0, len(first_keys)
+        else:
+            if len(first_info) and p == 0:
+                continue
+            row = rows[p - 1] if len(first_info) else rows[p]
+            begin, end = key_start[row], key_start[row + 1]
+        for k in range(begin, end):
+            key = first_keys[k] if p == pieces else keys[k]
+            slot = _slot(seen, key)
+            if seen[slot] == key:
+                continue
+            seen[slot] = key
+            merged += 1 - (key & 1)
+            if p == pieces:
+                total_flash[:3] += first_key_flash[k]
+            else:
+                total_flash[:3] += key_flash[k]
+    tensors += merged
+    if high_water < 0:
+        count = first_columns.shape[1]
+        for p in range(len(rows)):
+            count += column_start[rows[p] + 1] - column_start[rows[p]]
+        chain = np.empty((4, count), np.int64)
+        at = 0
+        for c in range(first_columns.shape[1]):
+            chain[:, at] = first_columns[:, c]
+            at += 1
+        for p in range(len(rows)):
+            for c in range(column_start[rows[p]], column_start[rows[p] + 1]):
+                chain[:, at] = columns[c]
+                at += 1
+        high_water = _greedy_high_water(chain, input_bytes)
+    # _config_arena.arena_from_terms, step for step.
+    prefix, eval_tensor, node, request = fixed[2], fixed[3], fixed[4], fixed[5]
+    size_t_size, size_t_align, info_size, info_align = fixed[6], fixed[7], fixed[8], fixed[9]
+    max_scratch, planner_bytes = fixed[10], fixed[11]
+    fixed_drop = prefix + eval_tensor * tensors + node * op_count
+    base_head = request * max_scratch
+    used = op_data - _align_up(first_op_data, alignment)
+    most = used + base_head + peak
+    used += persisted
+    head = base_head + request * scratch
+    rel = 0
+    if scratch:
+        rel = (rel - pointer * scratch) // pointer * pointer
+        most = max(most, used - rel + head)
+    temp = _align_up(head, size_t_align) + size_t_size
+    most = max(most, used - rel + temp)
+    temp = _align_up(temp, info_align) + info_size * (tensors + scratch)
+    most = max(most, used - rel + temp)
+    plan_bytes = planner_bytes * requests
+    most = max(most, used - rel // alignment * alignment + _align_up(temp, alignment) + plan_bytes)
+    for _ in range(2):  # the input's and the output's TfLiteTensor
+        rel = (rel - pointer) // alignment * alignment
+        for i in range(12, 18, 2):
+            rel = (rel - fixed[i]) // fixed[i + 1] * fixed[i + 1]
+    most = max(most, used - rel + high_water)
+    total = used - rel
+    before = fixed_drop + options_drop + first_op_data
+    low = max(0, high_water + total - alignment - _aligned_part(0, pointer, alignment, before))
+    top = _aligned_part(alignment - 1, pointer, alignment, before)
+    blocks = max(0, -(-(most - top) // alignment))
+    fit = -1
+    for r in range(0, alignment, pointer):
+        if alignment * blocks + _aligned_part(r, pointer, alignment, before) >= most:
+            fit = alignment * blocks + r
+            break
+    out = np.empty(5 + len(total_flash), np.int64)
+    out[0] = max(low + 1, fit)
+    out[1] = high_water
+    out[2] = total - _aligned_part(0, pointer, alignment, before)
+    out[3] = tensors
+    out[4] = layouts
+    out[5:] = total_flash
+    if first_op_data == 0:  # no OpData: arena_from_terms raises, the caller falls back
+        out[0] = -1
+    return out
+
+
+def fixed_terms(fixed: object, alignment: int, max_scratch: int, planner_bytes: int) -> np.ndarray:
+    """The runtime's constants :func:`_combine` reads, from ``_config_arena._fixed``."""
+    values = [
+        fixed.pointer, alignment, fixed.prefix, fixed.eval_tensor, fixed.node,  # type: ignore[attr-defined]
+        fixed.request, *fixed.size_t, *fixed.info, max_scratch, planner_bytes,  # type: ignore[attr-defined]
+        *fixed.io_tensor,  # type: ignore[attr-defined]
+    ]  # fmt: skip
+    assert len(values) == 18, values
+    return np.array(values, np.int64)
+
+
+_greedy_high_water = _flat_plan._greedy_high_water
+
+
+@functools.cache
+def kernel() -> Callable | None:
+    """:func:`_combine` compiled (None without numba)."""
+    planner = _flat_plan._kernel()  # compiled, or None without numba
+    if planner is None:
+        return None
+    from numba import njit
+
+    try:
+        # _combine finds these by their global names: compiled code must find them compiled.
+        global _greedy_high_water, _slot, _align_up, _aligned_part
+        _greedy_high_water = planner
+        _slot = njit(cache=True, nogil=True, inline="always")(_slot)
+        _align_up = njit(cache=True, nogil=True, inline="always")(_align_up)
+        _aligned_part = njit(cache=True, nogil=True, inline="always")(_aligned_part)
+        return njit(cache=True, nogil=True)(_combine)
+    except Exception as e:  # numba's errors have no common root
+        logger.warning("the compiled combination is unavailable (%s)", e)
+        return None

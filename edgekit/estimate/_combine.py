@@ -2,11 +2,12 @@
 
 ``_config_fast`` keeps every piece it has summarised (a *bundle*) in a :class:`BundleTable`:
 numbers only, one row per bundle. A config is then a list of row numbers, and one compiled
-call (:func:`combine`) does what costs most in Python per config: the sums of tensors,
+call (:func:`_combine`) does what costs most in Python per config: the sums of tensors,
 requests and flash, the constants counted once per model (merged and shared by key), the tail
-terms folded in order, the memory plan of the whole chain (unless the caller planned it) and
+terms folded in order, the memory plan of the whole chain (as the flat planner makes it) and
 :func:`edgekit.estimate._config_arena.arena_from_terms`'s arithmetic. A two-stage patched
-piece, made anew per config, comes as extra arrays.
+piece, made anew per config, comes as extra arrays. Used for tiny-cnn (see
+``_config_fast.fast_figures``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgekit.estimate import _flat_plan
+from edgekit.estimate._patched_kernel import EMPTY, grown, slot
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +27,6 @@ logger = logging.getLogger(__name__)
 TENSORS, REQUESTS, LAYOUTS, OPS, OP_DATA, FIRST_OP_DATA, PEAK, PERSIST, SCRATCH = range(9)
 INFO_COLUMNS = 9
 KEY_COLUMNS = 3  # a counted-once constant's flash: bytes, int64 vectors, fillers
-
-
-def _grown(array: np.ndarray, rows: int) -> np.ndarray:
-    if rows <= array.shape[-1 if array.ndim == 1 else 0]:
-        return array
-    shape = list(array.shape)
-    shape[0] = max(rows, 2 * shape[0])
-    bigger = np.zeros(shape, np.int64)
-    bigger[: array.shape[0]] = array
-    return bigger
 
 
 class BundleTable:
@@ -53,7 +45,6 @@ class BundleTable:
         self.column_start = np.zeros(257, np.int64)
         self.columns = np.zeros((1024, 4), np.int64)  # planner columns, one row each
         self.first_opcodes: list[str] = []
-        self.plans: list[object] = []  # each row's plan, for the caller's chain planner
 
     def add(
         self,
@@ -63,42 +54,34 @@ class BundleTable:
         keys: list[tuple[int, int, list[int]]],
         columns: np.ndarray,
         first_opcode: str,
-        plan: object,
     ) -> int:
         """A new row: ``keys`` (key number, 0 merged / 1 shared, its flash columns)."""
         row = self.count
-        self.info = _grown(self.info, row + 1)
-        self.drops = _grown(self.drops, row + 1)
-        self.flash = _grown(self.flash, row + 1)
-        self.key_start = _grown(self.key_start, row + 2)
-        self.column_start = _grown(self.column_start, row + 2)
+        self.info = grown(self.info, row + 1)
+        self.drops = grown(self.drops, row + 1)
+        self.flash = grown(self.flash, row + 1)
+        self.key_start = grown(self.key_start, row + 2)
+        self.column_start = grown(self.column_start, row + 2)
         self.info[row] = info
         self.drops[row] = drops
         self.flash[row] = flash
         start = self.key_start[row]
-        self.keys = _grown(self.keys, start + len(keys))
-        self.key_flash = _grown(self.key_flash, start + len(keys))
+        self.keys = grown(self.keys, start + len(keys))
+        self.key_flash = grown(self.key_flash, start + len(keys))
         for i, (number, kind, key_flash) in enumerate(keys):
             self.keys[start + i] = 2 * number + kind
             self.key_flash[start + i] = key_flash
         self.key_start[row + 1] = start + len(keys)
         start = self.column_start[row]
-        self.columns = _grown(self.columns, start + columns.shape[1])
+        self.columns = grown(self.columns, start + columns.shape[1])
         self.columns[start : start + columns.shape[1]] = columns.T
         self.column_start[row + 1] = start + columns.shape[1]
         self.first_opcodes.append(first_opcode)
-        self.plans.append(plan)
         self.count += 1
         return row
 
 
-def _slot(keys: np.ndarray, key: int) -> int:
-    """Where ``key`` is in an open-addressing table of -1s (or the empty slot it takes)."""
-    mask = len(keys) - 1
-    slot = (key * 0x9E3779B1) & mask
-    while keys[slot] != key and keys[slot] != -1:
-        slot = (slot + 1) & mask
-    return slot
+_slot = slot  # what _combine calls: compiled with it (see kernel)
 
 
 def _align_up(value: int, alignment: int) -> int:
@@ -126,12 +109,11 @@ def _combine(
     first_key_flash: np.ndarray,
     first_columns: np.ndarray,
     input_bytes: int,
-    high_water: int,
     fixed: np.ndarray,
 ) -> np.ndarray:
     """(arena, head, tail, tensors, layouts, flash columns ...) of the chain ``rows`` after
     the optional first piece (``first_info`` empty: none; its columns (4, n), its keys and
-    their flash as rows). ``high_water`` < 0: planned here. ``fixed``: see
+    their flash as rows), planned as the flat planner does. ``fixed``: see
     :func:`fixed_terms`. An arena of -1: the model has no OpData (arena_from_terms raises)."""
     pointer, alignment = fixed[0], fixed[1]
     pieces = len(rows) + (1 if len(first_info) else 0)
@@ -148,7 +130,7 @@ def _combine(
     slots = 16
     while slots < 4 * key_count:
         slots *= 2
-    seen = np.full(slots, -1, np.int64)
+    seen = np.full(slots, EMPTY, np.int64)
     merged = 0
     for p in range(pieces):
         if len(first_info):
@@ -197,20 +179,19 @@ def _combine(
             else:
                 total_flash[:3] += key_flash[k]
     tensors += merged
-    if high_water < 0:
-        count = first_columns.shape[1]
-        for p in range(len(rows)):
-            count += column_start[rows[p] + 1] - column_start[rows[p]]
-        chain = np.empty((4, count), np.int64)
-        at = 0
-        for c in range(first_columns.shape[1]):
-            chain[:, at] = first_columns[:, c]
+    count = first_columns.shape[1]
+    for p in range(len(rows)):
+        count += column_start[rows[p] + 1] - column_start[rows[p]]
+    chain = np.empty((4, count), np.int64)
+    at = 0
+    for c in range(first_columns.shape[1]):
+        chain[:, at] = first_columns[:, c]
+        at += 1
+    for p in range(len(rows)):
+        for c in range(column_start[rows[p]], column_start[rows[p] + 1]):
+            chain[:, at] = columns[c]
             at += 1
-        for p in range(len(rows)):
-            for c in range(column_start[rows[p]], column_start[rows[p] + 1]):
-                chain[:, at] = columns[c]
-                at += 1
-        high_water = _greedy_high_water(chain, input_bytes)
+    high_water = _greedy_high_water(chain, input_bytes)
     # _config_arena.arena_from_terms, step for step.
     prefix, eval_tensor, node, request = fixed[2], fixed[3], fixed[4], fixed[5]
     size_t_size, size_t_align, info_size, info_align = fixed[6], fixed[7], fixed[8], fixed[9]
@@ -284,7 +265,7 @@ def kernel() -> Callable | None:
         # _combine finds these by their global names: compiled code must find them compiled.
         global _greedy_high_water, _slot, _align_up, _aligned_part
         _greedy_high_water = planner
-        _slot = njit(cache=True, nogil=True, inline="always")(_slot)
+        _slot = njit(cache=True, nogil=True, inline="always")(slot)
         _align_up = njit(cache=True, nogil=True, inline="always")(_align_up)
         _aligned_part = njit(cache=True, nogil=True, inline="always")(_aligned_part)
         return njit(cache=True, nogil=True)(_combine)

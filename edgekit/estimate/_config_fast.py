@@ -10,12 +10,16 @@ length) are counted once when assembling.
 
 Speed for a search loop (new configs; see ``benchmarks/memory_config_accuracy.py``): a piece is
 found by a key read straight off the config's fields (:func:`_cnn_keys`, :func:`_vit_keys`),
-so no layer plan is built unless a key is new; each cached piece keeps its arena terms and
-memory plan ready for assembly; and the chain's plan reuses per-piece partial plans and stops
-once the rest of the chain cannot raise the high-water mark. A patched tiny-cnn whose patches
-cover two stages has a patched piece per (kernel sizes, expand ratios) of its first stage,
-which is rarely seen before: that piece is assembled from cached per-patch layers
-(:func:`_assembled_patched`, a few milliseconds: its memory plan is made anew) and not kept.
+so no layer plan is built unless a key is new; a whole-image block of a kind seen before at
+another map size is sized from its template (:func:`_sized_block`), not synthesised. Once a
+process has estimated a few hundred configs, compiled code (numba) takes over: every cached
+piece is a row of int arrays and one call adds up a config's pieces, counts shared constants
+once, plans the chain and does the arena arithmetic (:mod:`edgekit.estimate._combine`). A
+patched tiny-cnn whose patches cover two stages has a patched piece per (kernel sizes,
+expand ratios) of its first stage, which is rarely seen before: it is assembled per config
+from per-(layer, variant) templates in compiled code (:func:`_kernel_patched_parts`, see
+:mod:`edgekit.estimate._patched_kernel`), or patch by patch in Python
+(:func:`_assembled_patched`, a few milliseconds) before that and without numba.
 """
 
 from __future__ import annotations
@@ -89,7 +93,6 @@ from edgekit.spaces.tiny_cnn import (
     same_padding,
     stage_channels,
 )
-from edgekit.spaces.tiny_resnet import TinyResnetConfig
 from edgekit.spaces.tiny_vit import TinyVitConfig
 
 # Flash figures of pieces are sums, so each is packed into one int that adds up field by
@@ -1177,10 +1180,7 @@ def _row_arrays(bundle: _Bundle) -> tuple | None:
         bundle.tensors, bundle.requests, bundle.layouts, ops, op_data, first_op_data, peak,
         persist, scratch,
     )  # fmt: skip
-    return (
-        info, drops, _columns(bundle.flash), keys, bundle.plan.columns, bundle.first_opcode,
-        bundle.plan,
-    )  # fmt: skip
+    return info, drops, _columns(bundle.flash), keys, bundle.plan.columns, bundle.first_opcode
 
 
 _NO_FIRST = (
@@ -1190,33 +1190,27 @@ _NO_FIRST = (
 
 
 def _compiled_figures(
-    cfg: SpaceConfig, config: RuntimeConfig, flat: bool, combine: Callable
+    cfg: TinyCnnConfig, config: RuntimeConfig, combine: Callable
 ) -> tuple[ArenaFigures, int] | None:
-    """:func:`fast_figures` with the pieces added up in one compiled call (None: not for
-    this config, the caller adds them up in Python)."""
+    """:func:`fast_figures` with the pieces added up and planned in one compiled call (None:
+    not for this config, the caller adds them up in Python)."""
     state = _ROWS.get(config)
     if state is None or len(state.rows) > _MAX_BUNDLES:
         state = _ROWS[config] = _Rows(config)
-    if isinstance(cfg, TinyCnnConfig):
-        keys: list = _cnn_keys(cfg)
-    elif isinstance(cfg, TinyVitConfig):
-        keys = _vit_keys(cfg)
-    else:
-        return None
+    keys = _cnn_keys(cfg)
     first = parts = None
-    if keys[0][0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
-        if flat:
-            parts = _kernel_patched_parts(cfg, config)  # type: ignore[arg-type]
+    if keys[0][0] == "patched" and cfg.patch_stages == 2:
+        parts = _kernel_patched_parts(cfg, config)
         if parts is None:
-            first = _assembled_patched(cfg, config)  # type: ignore[arg-type]
+            first = _assembled_patched(cfg, config)
         keys = keys[1:]
     rows = state.rows
     try:
         chain = [rows[key] for key in keys]
     except KeyError:
         if parts is not None:
-            first = _kernel_patched(cfg, config)  # type: ignore[arg-type]
-        bundles = _bundles(cfg, config, flat, first)
+            first = _kernel_patched(cfg, config)
+        bundles = _bundles(cfg, config, True, first)
         for key, bundle in zip(keys, bundles[1:] if first else bundles, strict=True):
             if key not in rows:
                 row = _row_arrays(bundle)
@@ -1234,7 +1228,7 @@ def _compiled_figures(
         row = _row_arrays(first)
         if row is None:
             return None
-        info, drops, flash, first_keys, columns, first_opcode, _ = row
+        info, drops, flash, first_keys, columns, first_opcode = row
         first_arrays = (
             np.array(info, np.int64), np.array(drops, np.int64), np.array(flash, np.int64),
             np.array([2 * number + kind for number, kind, _ in first_keys], np.int64),
@@ -1242,19 +1236,11 @@ def _compiled_figures(
         )  # fmt: skip
     res, channels = cfg.resolution, cfg.in_channels
     alignment = config.alignment
-    input_bytes = -(-res * res * channels // alignment) * alignment
-    if flat:
-        high_water = -1
-    else:
-        plans = [state.table.plans[row] for row in chain]
-        if first is not None:  # (parts are only made for the flat planner)
-            plans.insert(0, first.plan)
-        high_water = chain_high_water(plans, input_bytes)  # type: ignore[arg-type]
     table = state.table
     out = combine(
         np.array(chain, np.int64), table.info, table.drops, table.flash, table.key_start,
         table.keys, table.key_flash, table.column_start, table.columns, *first_arrays,
-        input_bytes, high_water, state.fixed,
+        -(-res * res * channels // alignment) * alignment, state.fixed,
     )  # fmt: skip
     arena, head, tail, tensors, layouts, *flash_columns = out.tolist()
     if arena < 0:
@@ -1273,17 +1259,16 @@ _estimates = 0
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
     """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's."""
     # Compiled code costs ~1.5 s to load (~10 s to compile once per installation): worth it
-    # in a search only. It then adds up tiny-cnn and tiny-vit configs (see _combine) and plans
-    # tiny-cnn's chains flat. tiny-vit's chains repeat a few kinds of blocks, whose memoised
-    # partial plans the chain planner reuses (faster than planning all ~200 buffers);
-    # tiny-cnn's rarely repeat.
+    # in a search only. It then plans tiny-cnn's chains flat and adds up their pieces (see
+    # _combine). tiny-vit's chains repeat a few kinds of blocks, whose memoised partial plans
+    # the chain planner reuses (faster than planning all ~200 buffers; adding its ~10 pieces
+    # up in compiled code was measured no faster); tiny-cnn's rarely repeat.
     global _estimates
     _estimates += 1
-    warm = _estimates > _FLAT_AFTER and not isinstance(cfg, TinyResnetConfig) and compiled()
-    flat = warm and isinstance(cfg, TinyCnnConfig)
-    if warm and not config.alignment % _fixed(config).modulus:
+    flat = isinstance(cfg, TinyCnnConfig) and _estimates > _FLAT_AFTER and compiled()
+    if flat and not config.alignment % _fixed(config).modulus:
         combine = _combine.kernel()
-        figures = None if combine is None else _compiled_figures(cfg, config, flat, combine)
+        figures = None if combine is None else _compiled_figures(cfg, config, combine)  # type: ignore[arg-type]
         if figures is not None:
             return figures
     bundles = _bundles(cfg, config, flat)

@@ -87,12 +87,12 @@ class TemplateStore:
         2**62; ``flash``, ``layer_flash``: flash figures as int columns (``layer_flash``
         after its tensor count)."""
         index = self.count
-        self.info = _grown(self.info, index + 1)
-        self.drops = _grown(self.drops, index + 1)
-        self.flash = _grown(self.flash, index + 1)
-        self.layer_flash = _grown(self.layer_flash, index + 1)
-        self.ops = _grown(self.ops, self.op_count + len(ops))
-        self.scratch = _grown(self.scratch, self.scratch_count + len(scratch))
+        self.info = grown(self.info, index + 1)
+        self.drops = grown(self.drops, index + 1)
+        self.flash = grown(self.flash, index + 1)
+        self.layer_flash = grown(self.layer_flash, index + 1)
+        self.ops = grown(self.ops, self.op_count + len(ops))
+        self.scratch = grown(self.scratch, self.scratch_count + len(scratch))
         drops, run_ops, op_data, first_op_data, peak, persist, run_scratch = run
         assert run_ops == len(ops) and run_scratch == len(scratch)
         self.info[index] = (
@@ -114,24 +114,29 @@ class TemplateStore:
         return index
 
 
-def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+def grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with room for ``rows`` rows: itself, or a copy at least twice as long."""
     if rows <= len(array):
         return array
-    bigger = np.zeros((max(rows, 2 * len(array)), array.shape[1]), np.int64)
+    bigger = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), array.dtype)
     bigger[: len(array)] = array
     return bigger
 
 
-_EMPTY = -(1 << 62)  # no key is this
+EMPTY = -(1 << 62)  # no key is this
 
 
-def _slot(keys: np.ndarray, key: int) -> int:
-    """Where ``key`` is in an open-addressing table (or the empty slot it would take)."""
+def slot(keys: np.ndarray, key: int) -> int:
+    """Where ``key`` is in an open-addressing table (a power of two long, its free slots
+    EMPTY), or the free slot it would take."""
     mask = len(keys) - 1
-    slot = (key * 0x9E3779B1) & mask
-    while keys[slot] != key and keys[slot] != _EMPTY:
-        slot = (slot + 1) & mask
-    return slot
+    at = (key * 0x9E3779B1) & mask
+    while keys[at] != key and keys[at] != EMPTY:
+        at = (at + 1) & mask
+    return at
+
+
+_slot = slot  # what _assemble calls: compiled with it (see kernel)
 
 
 def _assemble(
@@ -185,7 +190,7 @@ def _assemble(
     slots = 1
     while slots < 4 * capacity:
         slots *= 2
-    made_key = np.full(slots, _EMPTY, np.int64)
+    made_key = np.full(slots, EMPTY, np.int64)
     made_value = np.empty(slots, np.int64)
     inputs = np.empty(layers + 1, np.int64)
     outputs = np.empty(grid * grid, np.int64)
@@ -410,7 +415,7 @@ def kernel() -> Callable | None:
     try:
         # _assemble finds _slot by its global name, which compiled code must find compiled.
         global _slot
-        _slot = njit(cache=True, nogil=True, inline="always")(_slot)
+        _slot = njit(cache=True, nogil=True, inline="always")(slot)
         return njit(cache=True, nogil=True)(_assemble)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled patch assembly is unavailable (%s)", e)

@@ -267,4 +267,4 @@ def test_chain_planner_equals_the_greedy_planner(seed):
         # Compiled (when numba is installed) and as plain Python.
         assert _flat_plan.flat_high_water(pieces, input_size) == expected
         columns = np.concatenate([piece.columns for piece in pieces], axis=1)
-        assert _flat_plan._greedy_high_water(columns, input_size) == expected
+        assert _flat_plan.greedy_high_water(columns, input_size) == expected

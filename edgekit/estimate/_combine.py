@@ -250,13 +250,13 @@ def fixed_terms(fixed: object, alignment: int, max_scratch: int, planner_bytes: 
     return np.array(values, np.int64)
 
 
-_greedy_high_water = _flat_plan._greedy_high_water
+_greedy_high_water = _flat_plan.greedy_high_water  # what _combine calls (see kernel)
 
 
 @functools.cache
 def kernel() -> Callable | None:
     """:func:`_combine` compiled (None without numba)."""
-    planner = _flat_plan._kernel()  # compiled, or None without numba
+    planner = _flat_plan.kernel()  # compiled, or None without numba
     if planner is None:
         return None
     from numba import njit

@@ -938,10 +938,10 @@ _CODE_ENTRIES: dict[int, tuple[tuple[int, int], tuple[tuple[int, int], ...]]] = 
 
 def _code_entries(code: int) -> tuple[tuple[int, int], tuple[tuple[int, int], ...]]:
     """(merged entry, shared entries) of an int32 constant by its code (see
-    ``_patched_kernel.constant_code``), as ``GraphBuilder.index_constant`` makes it."""
+    ``_patched_kernel.CODE_SHIFT``), as ``GraphBuilder.index_constant`` makes it."""
     entries = _CODE_ENTRIES.get(code)
     if entries is None:
-        kind = code >> _patched_kernel._CODE_SHIFT
+        kind = code >> _patched_kernel.CODE_SHIFT
         digits = [(code >> (8 * i)) & 255 for i in range(4)]
         if kind == _patched_kernel.BEGIN_END:
             shape, values = (4,), (0, digits[0], digits[1], 0)

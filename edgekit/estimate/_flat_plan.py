@@ -29,7 +29,7 @@ _RANK_SPAN = 1 << 32
 SCRATCH_CLASS = 1 << 40  # a buffer's class: its op's index, or this + n for scratch buffer n
 
 
-def _greedy_high_water(columns: np.ndarray, input_size: int) -> int:
+def greedy_high_water(columns: np.ndarray, input_size: int) -> int:
     """``columns``: every piece's :attr:`PlanPiece.columns` side by side. A piece's first
     column is its header (ops, entry_last, out_size, own buffer count), then one column per
     own buffer (size, class (see SCRATCH_CLASS), first, last; scopes from 1 at the piece's
@@ -110,31 +110,32 @@ def _greedy_high_water(columns: np.ndarray, input_size: int) -> int:
 
 
 @functools.cache
-def _kernel() -> Callable[[np.ndarray, int], int] | None:
+def kernel() -> Callable[[np.ndarray, int], int] | None:
+    """:func:`greedy_high_water` compiled (None without numba)."""
     try:  # deferred: numba takes ~0.5 s to import
         from numba import njit
     except ImportError:  # an optional speed-up: the chain planner gives the same figures
         logger.info("numba is not installed: the config memory model plans in Python")
         return None
     # cache=True: compiled once per installation (~5 s), then loaded (~1 s).
-    kernel = njit(cache=True, nogil=True)(_greedy_high_water)
+    planner = njit(cache=True, nogil=True)(greedy_high_water)
     try:
-        kernel(piece_columns(1, 1, 16, ()), 16)
+        planner(piece_columns(1, 1, 16, ()), 16)
     except Exception as e:  # e.g. no writable cache folder: numba's errors have no common root
         logger.warning("the compiled memory planner is unavailable (%s); planning in Python", e)
         return None
-    return kernel
+    return planner
 
 
 def compiled() -> bool:
     """Whether :func:`flat_high_water` runs compiled (numba is installed)."""
-    return _kernel() is not None
+    return kernel() is not None
 
 
 def piece_columns(
     ops: int, entry_last: int, out_size: int, buffers: Sequence[tuple[int, int, int, int]]
 ) -> np.ndarray:
-    """A piece's columns (see :func:`_greedy_high_water`); ``buffers``: (size, class, first,
+    """A piece's columns (see :func:`greedy_high_water`); ``buffers``: (size, class, first,
     last)."""
     columns = np.empty((4, 1 + len(buffers)), np.int64)
     columns[:, 0] = (ops, entry_last, out_size, len(buffers))
@@ -153,5 +154,5 @@ class FlatPiece(NamedTuple):
 def flat_high_water(pieces: Sequence[PlanPiece | FlatPiece], input_size: int) -> int:
     """``plan_greedy(...).high_water`` of the chain, like ``chain_high_water`` (in Python when
     numba is missing: correct but slow)."""
-    plan = _kernel() or _greedy_high_water
+    plan = kernel() or greedy_high_water
     return int(plan(np.concatenate([p.columns for p in pieces], axis=1), input_size))

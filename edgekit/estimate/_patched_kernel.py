@@ -5,11 +5,11 @@ adds to the graph (its ops, their lifetimes, tail and flash) is the layer's *tem
 its *variant* (no zeros, zeros folded into a SAME conv, an explicit PAD; a residual's skip
 used whole or cropped) plus its *geometry* (the patch's region sizes, which size its buffers,
 and the values of its slice bounds and paddings, which are constants merged by value). The
-templates are few and kept in :class:`TemplateStore`; :func:`assemble` walks the grid, exactly
+templates are few and kept in :class:`TemplateStore`; :func:`_assemble` walks the grid, exactly
 as ``_config_fast`` did patch by patch in Python, in one compiled call (numba). Without numba
 the same function runs as Python (correct, slow: the caller then keeps its Python path).
 
-Integer constants are numbered by value (:func:`constant_code`) so that the caller can count
+Integer constants are numbered by value (see ``CODE_SHIFT``) so that the caller can count
 each once per model together with the rest of the graph's constants.
 """
 
@@ -39,26 +39,17 @@ OUT_DIMS, PADDED_DIMS = 0, 1
 # Variants of a layer on one patch: pad kind * 2 + cropped skip.
 NO_ZEROS, FOLDED_ZEROS, PAD_OP = 0, 1, 2
 VARIANTS = 6
-# Kinds of integer constants (constant_code)
+# An int32 constant a patch uses, numbered by value: kind << CODE_SHIFT, then its values a
+# byte each (all below 256): BEGIN_END (0, y, x, 0) by y, x; STRIDES (1, 1, 1, 1);
+# PADDINGS (0, 0, top, bottom, left, right, 0, 0) by top, bottom, left, right.
 BEGIN_END, STRIDES, PADDINGS = 0, 1, 2
-_CODE_SHIFT = 48
-
-
-def constant_code(kind: int, values: Sequence[int]) -> int:
-    """A number for an int32 constant a patch uses: ``BEGIN_END`` (0, y, x, 0) by (y, x),
-    ``STRIDES`` (1, 1, 1, 1), ``PADDINGS`` (0, 0, top, bottom, left, right, 0, 0) by the four
-    zeros counts. Values below 256."""
-    code = kind << _CODE_SHIFT
-    for i, value in enumerate(values):
-        code |= value << (8 * i)
-    return code
+CODE_SHIFT = 48
 
 
 class TemplateStore:
     """Templates of one runtime, in growable arrays the compiled assembly reads."""
 
     def __init__(self, pointer: int, flash_columns: int) -> None:
-        self.pointer = pointer
         self.count = 0
         self.info = np.zeros((64, INFO_COLUMNS), np.int64)
         self.drops = np.zeros((64, pointer), np.int64)
@@ -200,11 +191,11 @@ def _assemble(
         if y0 == 0 and x0 == 0 and y1 == image_size and x1 == image_size:
             x = -1
         else:
-            begin = (BEGIN_END << _CODE_SHIFT) | y0 | (x0 << 8)
-            end = (BEGIN_END << _CODE_SHIFT) | y1 | (x1 << 8)
+            begin = (BEGIN_END << CODE_SHIFT) | y0 | (x0 << 8)
+            end = (BEGIN_END << CODE_SHIFT) | y1 | (x1 << 8)
             met[met_count] = begin
             met[met_count + 1] = end
-            met[met_count + 2] = STRIDES << _CODE_SHIFT
+            met[met_count + 2] = STRIDES << CODE_SHIFT
             met_count += 3
             layouts |= info[slice_id, LAYOUTS]
             key = -((y0 << 24) | (y1 << 16) | (x0 << 8) | x1) - 1
@@ -223,7 +214,7 @@ def _assemble(
                     count += 1
                 data[data_count] = begin
                 data[data_count + 1] = end
-                data[data_count + 2] = STRIDES << _CODE_SHIFT
+                data[data_count + 2] = STRIDES << CODE_SHIFT
                 data_count += 3
                 x = count - 1
                 made_key[slot] = key
@@ -267,16 +258,16 @@ def _assemble(
                 layer_met[layer] = True
                 layer_own += layer_flash[t]
             if kind == PAD_OP:
-                code = (PADDINGS << _CODE_SHIFT) | top | (bottom << 8) | (left << 16)
+                code = (PADDINGS << CODE_SHIFT) | top | (bottom << 8) | (left << 16)
                 met[met_count] = code | (right << 24)
                 met_count += 1
             if cropped:
                 sy0, sx0 = axis[i, source, 0], axis[j, source, 0]
-                begin = (BEGIN_END << _CODE_SHIFT) | (oy0 - sy0) | ((ox0 - sx0) << 8)
-                end = (BEGIN_END << _CODE_SHIFT) | (oy1 - sy0) | ((ox1 - sx0) << 8)
+                begin = (BEGIN_END << CODE_SHIFT) | (oy0 - sy0) | ((ox0 - sx0) << 8)
+                end = (BEGIN_END << CODE_SHIFT) | (oy1 - sy0) | ((ox1 - sx0) << 8)
                 met[met_count] = begin
                 met[met_count + 1] = end
-                met[met_count + 2] = STRIDES << _CODE_SHIFT
+                met[met_count + 2] = STRIDES << CODE_SHIFT
                 met_count += 3
             key = ((x + 1) << 32) | (layer << 24) | (top << 18) | (bottom << 12) | (left << 6)
             key |= right

@@ -216,17 +216,7 @@ def test_a_patch_reading_the_whole_image_keeps_the_converters_op_order():
 
 
 def _two_stage_configs(count: int, seed: int) -> list:
-    rng = random.Random(seed)
-    configs: list = []
-    while len(configs) < count:
-        cfg = get_space("tiny-cnn", rng.choice([2, 10]), rng.choice([1, 3])).sample(rng)
-        if cfg.patch_grid > 1 and cfg.patch_stages == 2:
-            try:
-                estimate_config_bytes(cfg)
-            except ConfigError:  # a patch grid larger than the patched output
-                continue
-            configs.append(cfg)
-    return configs
+    return _family_configs(count, seed)[2 * count : 3 * count]  # see _family_configs
 
 
 def _bundle_figures(bundle, input_bytes: int = 96) -> tuple:

@@ -175,7 +175,9 @@ def _assemble(
     dropped = np.zeros(pointer, np.int64)
     count = scratch_count = met_count = data_count = 0
     base = entry_last = tensors = 0
-    first = -1
+    added = np.empty(grid * grid * (layers + 1), np.int64)  # templates of the units added
+    added_base = np.empty(grid * grid * (layers + 1), np.int64)  # ops before each
+    added_count = 0
     op_data = first_op_data = peak = persisted = run_scratch = 0
     # (input buffer, layer, zeros) or region -> output buffer: an open-addressing table
     slots = 1
@@ -219,25 +221,9 @@ def _assemble(
                 x = count - 1
                 made_key[slot] = key
                 made_value[slot] = x
-                # the template's scratch, run and counts (as for a layer, below)
-                for s in range(info[t, SCRATCH_COUNT]):
-                    scratch_size[scratch_count] = scratch[info[t, SCRATCH_START] + s, 0]
-                    scratch_scope[scratch_count] = base + scratch[info[t, SCRATCH_START] + s, 1]
-                    scratch_count += 1
-                for r in range(pointer):
-                    d = drops[t, residue[r]]
-                    dropped[r] += d
-                    residue[r] = (residue[r] - d) % pointer
-                if first_op_data == 0:
-                    first_op_data = info[t, RUN_FIRST_OP_DATA]
-                peak = max(peak, persisted + request * run_scratch + info[t, RUN_PEAK])
-                op_data += info[t, RUN_OP_DATA]
-                persisted += info[t, RUN_PERSIST]
-                run_scratch += info[t, RUN_SCRATCH]
-                tensors += info[t, TENSORS]
-                flash += template_flash[t]
-                if first < 0:
-                    first = t
+                added[added_count] = t
+                added_base[added_count] = base
+                added_count += 1
                 base += info[t, OPS]
         inputs[0] = x
         for layer in range(layers):
@@ -300,24 +286,9 @@ def _assemble(
                 rel = ops[o + k, 2]
                 last[count] = base + rel if rel else 0
                 count += 1
-            for s in range(info[t, SCRATCH_COUNT]):
-                scratch_size[scratch_count] = scratch[info[t, SCRATCH_START] + s, 0]
-                scratch_scope[scratch_count] = base + scratch[info[t, SCRATCH_START] + s, 1]
-                scratch_count += 1
-            for r in range(pointer):
-                d = drops[t, residue[r]]
-                dropped[r] += d
-                residue[r] = (residue[r] - d) % pointer
-            if first_op_data == 0:
-                first_op_data = info[t, RUN_FIRST_OP_DATA]
-            peak = max(peak, persisted + request * run_scratch + info[t, RUN_PEAK])
-            op_data += info[t, RUN_OP_DATA]
-            persisted += info[t, RUN_PERSIST]
-            run_scratch += info[t, RUN_SCRATCH]
-            tensors += info[t, TENSORS]
-            flash += template_flash[t]
-            if first < 0:
-                first = t
+            added[added_count] = t
+            added_base[added_count] = base
+            added_count += 1
             base += info[t, OPS]
             if kind == PAD_OP:
                 data[data_count] = met[met_count - 1 - 3 * cropped]
@@ -353,7 +324,28 @@ def _assemble(
     size[count] = -(-(height * width * out_channels) // alignment) * alignment
     last[count] = 0
     count += 1
-    # The CONCATENATIONs' run after the patches' (see _config_arena.compose_runs).
+    # Every unit added, in order: its scratch buffers, tail terms (folded as
+    # _config_arena.compose_runs does), tensors and flash.
+    for a in range(added_count):
+        t, at = added[a], added_base[a]
+        for s in range(info[t, SCRATCH_COUNT]):
+            scratch_size[scratch_count] = scratch[info[t, SCRATCH_START] + s, 0]
+            scratch_scope[scratch_count] = at + scratch[info[t, SCRATCH_START] + s, 1]
+            scratch_count += 1
+        for r in range(pointer):
+            d = drops[t, residue[r]]
+            dropped[r] += d
+            residue[r] = (residue[r] - d) % pointer
+        if first_op_data == 0:
+            first_op_data = info[t, RUN_FIRST_OP_DATA]
+        peak = max(peak, persisted + request * run_scratch + info[t, RUN_PEAK])
+        op_data += info[t, RUN_OP_DATA]
+        persisted += info[t, RUN_PERSIST]
+        run_scratch += info[t, RUN_SCRATCH]
+        tensors += info[t, TENSORS]
+        flash += template_flash[t]
+    first = added[0] if added_count else -1
+    # The CONCATENATIONs' run after the patches'.
     for r in range(pointer):
         d = concat_run[6 + residue[r]]
         dropped[r] += d

@@ -72,7 +72,6 @@ from edgekit.estimate._flatbuffer import (
     OPCODES,
     FlashTerms,
     Layout,
-    counted_bytes,
     file_bytes,
     lists_bytes,
     model_frame,
@@ -127,11 +126,11 @@ _FLASH_COLUMNS = 3 + len(OPCODES)
 def _columns(packed: int) -> list[int]:
     """A packed flash figure (see _pack) as int columns: bytes, int64 vectors, fillers, then
     operators per opcode."""
-    return [
-        packed & _BYTES_MASK,
-        *((packed >> shift) & _COUNT_MASK for shift in range(_BYTES_BITS, _BYTES_BITS + 16 * (
-            _FLASH_COLUMNS - 1), _COUNT_BITS)),
-    ]  # fmt: skip
+    counts = [
+        (packed >> (_BYTES_BITS + _COUNT_BITS * i)) & _COUNT_MASK
+        for i in range(_FLASH_COLUMNS - 1)
+    ]
+    return [packed & _BYTES_MASK, *counts]
 
 
 def _packed(columns: Sequence[int]) -> int:
@@ -142,23 +141,6 @@ def _packed(columns: Sequence[int]) -> int:
     return packed
 
 
-def _flash_bytes(packed: int, layout_bits: int, first_opcode: str, tensor_count: int) -> int:
-    """The file's size from a config's packed sum and layout bits (see _pack)."""
-    op_counts = {}
-    for opcode, shift in _OPCODE_SHIFT.items():
-        count = (packed >> shift) & _COUNT_MASK
-        if count:
-            op_counts[opcode] = count
-    frame_bytes, frame_bits = _frame(frozenset(op_counts), first_opcode)
-    object_bytes = (packed & _BYTES_MASK) + frame_bytes
-    return file_bytes(
-        object_bytes + counted_bytes(op_counts, first_opcode, tensor_count),
-        _vtable_bytes(layout_bits | frame_bits),
-        (packed >> _BYTES_BITS) & _COUNT_MASK,
-        (packed >> (_BYTES_BITS + _COUNT_BITS)) & _COUNT_MASK,
-    )
-
-
 _OPCODE_NAMES = tuple(OPCODES)  # in _OPCODE_SHIFT's order
 _FRAMES: dict[tuple[int, str], tuple[int, int]] = {}
 
@@ -166,7 +148,8 @@ _FRAMES: dict[tuple[int, str], tuple[int, int]] = {}
 def _flash_from_columns(
     columns: Sequence[int], layout_bits: int, first_opcode: str, tensor_count: int
 ) -> int:
-    """:func:`_flash_bytes` of a flash figure given as columns (see _columns)."""
+    """The file's size from a config's flash figure (as columns, see _columns) and layout
+    bits."""
     ops = operators = mask = 0
     for i, count in enumerate(columns[3:]):
         if count:
@@ -655,14 +638,17 @@ def _patch_axis(resolution: int, grid: int, shapes: tuple[tuple[int, int], ...])
     return axis_plan(size, grid, tuple(convs))
 
 
-def _first_stage_layers(cfg: TinyCnnConfig) -> tuple[_PatchLayer, ...]:
-    """The layers a patch over two stages runs: the stem, the first block, the first stage."""
+def _first_stage_of(
+    cfg: TinyCnnConfig,
+) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...]]:
+    """The layers a patch over two stages runs (the stem, the first block, the first stage)
+    and each one's (kernel, stride, skip source or -1): see :func:`_first_stage`."""
     depth = cfg.depths[0]
     return _first_stage(
         cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
         cfg.expand_ratios[:depth], (cfg.stem_stride, cfg.first_stage_stride),
         cfg.fused_stages > 0,
-    )[0]  # fmt: skip
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4096)
@@ -670,7 +656,8 @@ def _first_stage(
     width: float, channels: int, rank: float, kernels: tuple[int, ...],
     expands: tuple[int, ...], strides: tuple[int, int], fused: bool,
 ) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...]]:  # fmt: skip
-    """(:func:`_first_stage_layers`, each layer's (kernel, stride, skip source or -1))."""
+    """The layers of a two-stage patched piece and each one's (kernel, stride, skip
+    source or -1), by what shapes them."""
     layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused)
     for block, (kernel, expand) in enumerate(zip(kernels, expands, strict=True)):
         layers += _block_layers(width, channels, rank, block, kernel, expand, strides, fused)
@@ -688,13 +675,10 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     ops: a patch whose first layers run on the same region as an earlier patch's (same
     slice, same zeros) reuses that patch's tensors up to where they part."""
     res, channels = cfg.resolution, cfg.in_channels
-    layers = _first_stage_layers(cfg)
-    # layer_key: name [0], kernel [4], stride [5], residual_from [-1]
-    shapes = tuple((layer.key[4], layer.key[5]) for layer in layers)
-    axis = _patch_axis(res, cfg.patch_grid, shapes)
-    names = [layer.key[0] for layer in layers]
+    layers, shapes = _first_stage_of(cfg)
+    axis = _patch_axis(res, cfg.patch_grid, tuple((k, s) for k, s, _ in shapes))
     skip_of = {  # residual layer -> the layer whose input it adds
-        i: names.index(layer.key[-1]) for i, layer in enumerate(layers) if layer.key[-1]
+        i: source for i, (_, _, source) in enumerate(shapes) if source >= 0
     }
     image = (1, res, res, channels)
     whole = (0, res)
@@ -1050,12 +1034,7 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     kernel = _patched_kernel.kernel()
     if kernel is None:
         return None
-    depth = cfg.depths[0]
-    layers, shapes = _first_stage(
-        cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
-        cfg.expand_ratios[:depth], (cfg.stem_stride, cfg.first_stage_stride),
-        cfg.fused_stages > 0,
-    )  # fmt: skip
+    layers, shapes = _first_stage_of(cfg)
     geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes)
     templates = _TEMPLATES.get(config)
     if templates is None:
@@ -1300,4 +1279,7 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
     else:
         high_water = chain_high_water(plans, input_bytes)
     figures = arena_from_terms(runs, high_water, request_count, tensor_count, config)
-    return figures, _flash_bytes(flash, layouts, bundles[0].first_opcode, tensor_count)
+    flash_bytes = _flash_from_columns(
+        _columns(flash), layouts, bundles[0].first_opcode, tensor_count
+    )
+    return figures, flash_bytes

@@ -84,6 +84,17 @@ class BundleTable:
 _slot = slot  # what _combine calls: compiled with it (see kernel)
 
 
+def _count_once(seen: np.ndarray, key: int, columns: np.ndarray, total: np.ndarray) -> int:
+    """Add a constant's flash ``columns`` to ``total`` unless its key is in ``seen`` (then
+    recorded); returns 1 for a merged constant counted now (a tensor), else 0."""
+    at = _slot(seen, key)
+    if seen[at] == key:
+        return 0
+    seen[at] = key
+    total[:3] += columns
+    return 1 - (key & 1)
+
+
 def _align_up(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
 
@@ -116,7 +127,7 @@ def _combine(
     their flash as rows), planned as the flat planner does. ``fixed``: see
     :func:`fixed_terms`. An arena of -1: the model has no OpData (arena_from_terms raises)."""
     pointer, alignment = fixed[0], fixed[1]
-    pieces = len(rows) + (1 if len(first_info) else 0)
+    has_first = 1 if len(first_info) else 0
     # Sums, and the tail's runs folded in order (see _config_arena.compose_runs).
     tensors = requests = 1  # the input
     layouts = 0
@@ -124,29 +135,17 @@ def _combine(
     residue = 0
     options_drop = op_count = op_data = first_op_data = peak = persisted = scratch = 0
     request = fixed[5]
-    key_count = len(first_keys)
-    for p in range(len(rows)):
-        key_count += key_start[rows[p] + 1] - key_start[rows[p]]
-    slots = 16
-    while slots < 4 * key_count:
-        slots *= 2
-    seen = np.full(slots, EMPTY, np.int64)
-    merged = 0
-    for p in range(pieces):
-        if len(first_info):
-            row_info = first_info if p == 0 else info[rows[p - 1]]
+    for p in range(has_first + len(rows)):
+        if p < has_first:
+            row_info, drop = first_info, first_drops[residue]
+            total_flash += first_flash
         else:
-            row_info = info[rows[p]]
+            row = rows[p - has_first]
+            row_info, drop = info[row], drops[row, residue]
+            total_flash += flash[row]
         tensors += row_info[TENSORS]
         requests += row_info[REQUESTS]
         layouts |= row_info[LAYOUTS]
-        if len(first_info) and p == 0:
-            drop = first_drops[residue]
-            total_flash += first_flash
-        else:
-            row = rows[p - 1] if len(first_info) else rows[p]
-            drop = drops[row, residue]
-            total_flash += flash[row]
         options_drop += drop
         residue = (residue - drop) % pointer
         op_count += row_info[OPS]
@@ -156,28 +155,20 @@ def _combine(
         peak = max(peak, persisted + request * scratch + row_info[PEAK])
         persisted += row_info[PERSIST]
         scratch += row_info[SCRATCH]
-    # Constants counted once per model.
-    for p in range(pieces + 1):
-        if p == pieces:
-            if not len(first_info):
-                break
-            begin, end = 0, len(first_keys)
-        else:
-            if len(first_info) and p == 0:
-                continue
-            row = rows[p - 1] if len(first_info) else rows[p]
-            begin, end = key_start[row], key_start[row + 1]
-        for k in range(begin, end):
-            key = first_keys[k] if p == pieces else keys[k]
-            slot = _slot(seen, key)
-            if seen[slot] == key:
-                continue
-            seen[slot] = key
-            merged += 1 - (key & 1)
-            if p == pieces:
-                total_flash[:3] += first_key_flash[k]
-            else:
-                total_flash[:3] += key_flash[k]
+    # Constants counted once per model: the first piece's, then the rows'.
+    key_count = len(first_keys)
+    for row in rows:
+        key_count += key_start[row + 1] - key_start[row]
+    slots = 16
+    while slots < 4 * key_count:
+        slots *= 2
+    seen = np.full(slots, EMPTY, np.int64)
+    merged = 0
+    for k in range(len(first_keys)):
+        merged += _count_once(seen, first_keys[k], first_key_flash[k], total_flash)
+    for row in rows:
+        for k in range(key_start[row], key_start[row + 1]):
+            merged += _count_once(seen, keys[k], key_flash[k], total_flash)
     tensors += merged
     count = first_columns.shape[1]
     for p in range(len(rows)):
@@ -263,9 +254,10 @@ def kernel() -> Callable | None:
 
     try:
         # _combine finds these by their global names: compiled code must find them compiled.
-        global _greedy_high_water, _slot, _align_up, _aligned_part
+        global _greedy_high_water, _slot, _count_once, _align_up, _aligned_part
         _greedy_high_water = planner
         _slot = njit(cache=True, nogil=True, inline="always")(slot)
+        _count_once = njit(cache=True, nogil=True, inline="always")(_count_once)
         _align_up = njit(cache=True, nogil=True, inline="always")(_align_up)
         _aligned_part = njit(cache=True, nogil=True, inline="always")(_aligned_part)
         return njit(cache=True, nogil=True)(_combine)

@@ -1016,8 +1016,11 @@ def _kernel_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle | None
     piece's own constants are added up in its tensors and flash; only the constants other
     pieces may hold too are left by key."""
     parts = _kernel_patched_parts(cfg, config)
-    if parts is None:
-        return None
+    return None if parts is None else _parts_bundle(parts)
+
+
+def _parts_bundle(parts: _PatchedParts) -> _Bundle:
+    """The bundle of a patched piece given as its compiled assembly's arrays."""
     tensors, requests, layouts, ops, *fold = parts.info.tolist()
     shared = {
         key >> 1: _packed(flash)
@@ -1133,10 +1136,12 @@ class _Rows:
     def __init__(self, config: RuntimeConfig) -> None:
         self.table = _combine.BundleTable(config.pointer_bytes, _FLASH_COLUMNS)
         self.rows: dict[object, int] = {}
+        fixed = _fixed(config)
         self.fixed = _combine.fixed_terms(
-            _fixed(config), config.alignment, _MAX_SCRATCH_BUFFERS_PER_OP,
-            _PLANNER_BYTES_PER_BUFFER,
-        )  # fmt: skip
+            fixed, config.alignment, _MAX_SCRATCH_BUFFERS_PER_OP, _PLANNER_BYTES_PER_BUFFER
+        )
+        # arena_from_terms's arithmetic holds for alignments that are multiples of this
+        self.supported = not config.alignment % fixed.modulus
 
 
 _ROWS: dict[RuntimeConfig, _Rows] = {}
@@ -1176,6 +1181,8 @@ def _compiled_figures(
     state = _ROWS.get(config)
     if state is None or len(state.rows) > _MAX_BUNDLES:
         state = _ROWS[config] = _Rows(config)
+    if not state.supported:
+        return None
     keys = _cnn_keys(cfg)
     first = parts = None
     if keys[0][0] == "patched" and cfg.patch_stages == 2:
@@ -1188,7 +1195,7 @@ def _compiled_figures(
         chain = [rows[key] for key in keys]
     except KeyError:
         if parts is not None:
-            first = _kernel_patched(cfg, config)
+            first = _parts_bundle(parts)
         bundles = _bundles(cfg, config, True, first)
         for key, bundle in zip(keys, bundles[1:] if first else bundles, strict=True):
             if key not in rows:
@@ -1245,7 +1252,7 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
     global _estimates
     _estimates += 1
     flat = isinstance(cfg, TinyCnnConfig) and _estimates > _FLAT_AFTER and compiled()
-    if flat and not config.alignment % _fixed(config).modulus:
+    if flat:
         combine = _combine.kernel()
         figures = None if combine is None else _compiled_figures(cfg, config, combine)  # type: ignore[arg-type]
         if figures is not None:

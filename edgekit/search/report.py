@@ -59,10 +59,6 @@ def _collect(run_dir: Path) -> dict[str, Any]:
     budget = Budget.from_dict(settings["budget"])
     over = misfits(records, budget)
     chosen = choose(trials, over)
-    exports: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in records:
-        if record.get("kind") == "export":
-            exports[(record["space"], record["genome"])] = record
     counts: dict[str, dict[str, int]] = {}
     for record in records:
         if record.get("kind") == "trial":
@@ -76,16 +72,17 @@ def _collect(run_dir: Path) -> dict[str, Any]:
         "trials": trials,
         "pareto": front,
         "chosen": chosen,
-        "exports": exports,
-        "finetunes": {
-            (r["space"], r["genome"]): r for r in records if r.get("kind") == "finetune"
-        },
-        "trained": {
-            (r["space"], r["genome"]): r for r in records if r.get("kind") == "trained"
-        },
+        "exports": _by_model(records, "export"),
+        "finetunes": _by_model(records, "finetune"),
+        "trained": _by_model(records, "trained"),
         "summaries": {r["space"]: r for r in records if r.get("kind") == "summary"},
         "counts": counts,
     }
+
+
+def _by_model(records: list[dict[str, Any]], kind: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The records of ``kind`` by (space, genome); a later one replaces an earlier one."""
+    return {(r["space"], r["genome"]): r for r in records if r.get("kind") == kind}
 
 
 def render_report(run_dir: str | os.PathLike[str]) -> dict[str, Path]:

@@ -300,13 +300,13 @@ def test_a_block_seen_at_one_map_size_is_exact_at_another():
         other = dataclasses.replace(cfg, resolution=rng.choice([24, 28, 32, 40]))
         _config_fast._BLOCK_TEMPLATES.clear()
         for key, spec in zip(_config_fast._cnn_keys(other), pieces_of(other), strict=True):
-            if isinstance(key[0], int):
+            if isinstance(key, int):
                 _config_fast._block_template(key, config, spec)
         for key, spec in zip(_config_fast._cnn_keys(cfg), pieces_of(cfg), strict=True):
-            if isinstance(key[0], int):
+            if isinstance(key, int):
                 template = _config_fast._block_template(key, config)
                 assert template is not None
-                sized = _config_fast._sized_block(template, key[0], config)
+                sized = _config_fast._sized_block(template, _config_fast.block_size(key), config)
                 expected = _config_fast._bundle(spec, config)
                 assert _bundle_figures(sized) == _bundle_figures(expected), (cfg, key)
                 checked += 1

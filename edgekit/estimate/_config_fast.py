@@ -308,24 +308,62 @@ def clear_caches() -> None:
     _patch_geometry.cache_clear()
     _TEMPLATES.clear()
     _BLOCK_TEMPLATES.clear()
+    _BLOCK_FIELDS.clear()
     _ROWS.clear()
     piece.cache_clear()
     op_profile.cache_clear()
     clear_plan_cache()
 
 
-def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
+# A whole-image block's key is an int: its fields (see _cnn_keys) 16 bits each, the input map
+# size lowest: an int hashes faster than a tuple, and a config looks up ~12 of them.
+_FIELD_BITS = 16
+_FIELD_LIMIT = 1 << _FIELD_BITS
+# (width, rank ratio, fused stages) -> (stage, later block, expand ratio) -> a block key's
+# fields above its size, kernel and stride
+_BLOCK_FIELDS: dict[tuple[float, float, int], dict[tuple[int, bool, int], int]] = {}
+
+
+def _block_fields(
+    width: float, ratio: float, fused: int, stage: int, later: bool, expand: int
+) -> int:
+    _, first_channels, stage_out = stage_channels(width)
+    # A stage's first block takes the previous stage's channels (the first block's, stage 0).
+    channels = stage_out[stage - (not later)] if stage or later else first_channels
+    hidden = make_divisible(channels * expand)
+    # the fused conv is always 3x3 and never low-rank
+    expand_rank = 0 if stage < fused else _rank(ratio, channels, hidden)
+    c_out = stage_out[stage]
+    fields = (channels, hidden, c_out, expand_rank, _rank(ratio, hidden, c_out), int(later))
+    if max(fields) >= _FIELD_LIMIT:
+        raise ConfigError(f"width_mult={width}: {max(fields)} channels; expected fewer")
+    packed = 0
+    for i, value in enumerate(fields):
+        packed |= value << (_FIELD_BITS * (3 + i))
+    return packed
+
+
+def block_size(key: int) -> int:
+    """The input map size of the block with this key (see :func:`_cnn_keys`)."""
+    return key & (_FIELD_LIMIT - 1)
+
+
+def _cnn_keys(cfg: TinyCnnConfig) -> list:
     """One key per piece of :func:`pieces_of` (same order), computed from the config's fields
     without a layer plan: each holds what shapes its piece and nothing else, so equal keys mean
-    equal pieces. A block's key is its input map size, channels, kernel, stride and ranks, not
-    its stage or position: blocks of any stage or resolution that agree share one piece (its
-    layer names only order ops inside it, where the chain of layers fixes the order anyway)."""
+    equal pieces. A block's key is its input map size, kernel (0: fused), stride, channels,
+    hidden channels, output channels, ranks and whether it is a stage's later block, not its
+    stage or position: blocks of any stage or resolution that agree share one piece (its
+    layer names only order ops inside it, where the chain of layers fixes the order anyway).
+    Block keys are ints (see _FIELD_BITS), the others tuples."""
     res, width, ratio = cfg.resolution, cfg.width_mult, cfg.rank_ratio
     kernels, expands, depths = cfg.kernel_sizes, cfg.expand_ratios, cfg.depths
     fused = cfg.fused_stages
+    if res >= _FIELD_LIMIT:
+        raise ConfigError(f"resolution={res}; expected below {_FIELD_LIMIT}")
     first_stage = 0  # the first stage run on the whole image
     if cfg.patch_grid == 1:
-        keys = [("stem", res, cfg.stem_stride, width, cfg.in_channels)]  # stem and first block
+        keys: list = [("stem", res, cfg.stem_stride, width, cfg.in_channels)]
     else:
         strides = (cfg.stem_stride, cfg.first_stage_stride)
         if cfg.patch_stages == 1:  # stem and first block: no low-rank convs
@@ -337,25 +375,27 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple]:
                 kernels[:d], expands[:d], fused > 0,
             )]  # fmt: skip
             first_stage = 1
-    _, channels, stage_out = stage_channels(width)
+    table = _BLOCK_FIELDS.get((width, ratio, fused))
+    if table is None:
+        table = _BLOCK_FIELDS[(width, ratio, fused)] = {}
     size = -(-res // cfg.stem_stride)  # the first block's depthwise conv has stride 1
     stage_strides = (cfg.first_stage_stride, *STAGE_STRIDES[1:])
-    for stage, c_out in enumerate(stage_out):
-        for block in range(depths[stage]):
-            i = MAX_DEPTH * stage + block
-            stride = stage_strides[stage] if block == 0 else 1
+    for stage, depth in enumerate(depths):
+        stride = stage_strides[stage]
+        for block in range(depth):
             if stage >= first_stage:
-                hidden = make_divisible(channels * expands[i])
-                if stage < fused:  # the fused conv is always 3x3 and never low-rank
-                    kernel, expand_rank = 0, 0
-                else:
-                    kernel, expand_rank = kernels[i], _rank(ratio, channels, hidden)
-                keys.append((
-                    size, channels, hidden, c_out, kernel, stride, expand_rank,
-                    _rank(ratio, hidden, c_out), block > 0,
-                ))  # fmt: skip
-            size, channels = -(-size // stride), c_out
-    keys.append(("head", size, channels, cfg.num_classes))
+                i = MAX_DEPTH * stage + block
+                shape = (stage, block > 0, expands[i])
+                fields = table.get(shape)
+                if fields is None:
+                    fields = table[shape] = _block_fields(width, ratio, fused, *shape)
+                kernel = 0 if stage < fused else kernels[i]
+                keys.append(
+                    size | kernel << _FIELD_BITS | stride << (2 * _FIELD_BITS) | fields
+                )
+            size = -(-size // stride)
+            stride = 1
+    keys.append(("head", size, stage_channels(width)[2][-1], cfg.num_classes))
     return keys
 
 
@@ -400,17 +440,18 @@ def _bundles(
     for index, key in enumerate(keys):
         bundle = cache.get(key)
         if bundle is None:
-            if key[0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
-                # Rarely seen again (and large): assembled anew, not kept.
-                bundle = patched or _patched_bundle(cfg, config, flat)  # type: ignore[arg-type]
-            elif isinstance(key[0], int) and isinstance(cfg, TinyCnnConfig):
-                # A block: of a kind seen before at another size, or made from its spec.
+            if isinstance(key, int):
+                # A tiny-cnn block: of a kind seen before at another size, or made from its
+                # spec.
                 template = _block_template(key, config)
                 if template is None:
                     specs = specs or pieces_of(cfg)
                     template = _block_template(key, config, specs[index])
                     assert template is not None
-                bundle = cache[key] = _sized_block(template, key[0], config)
+                bundle = cache[key] = _sized_block(template, block_size(key), config)
+            elif key[0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
+                # Rarely seen again (and large): assembled anew, not kept.
+                bundle = patched or _patched_bundle(cfg, config, flat)  # type: ignore[arg-type]
             else:
                 specs = specs or pieces_of(cfg)
                 assert len(specs) == len(keys), (keys, specs)
@@ -430,18 +471,18 @@ class _BlockTemplate(NamedTuple):
     scratch_scopes: tuple[int, ...]
 
 
-_BLOCK_TEMPLATES: dict[tuple, _BlockTemplate] = {}
+_BLOCK_TEMPLATES: dict[tuple[int, RuntimeConfig], _BlockTemplate] = {}
 
 
 def _block_template(
-    key: tuple, config: RuntimeConfig, spec: tuple[str, object] | None = None
+    key: int, config: RuntimeConfig, spec: tuple[str, object] | None = None
 ) -> _BlockTemplate | None:
     """The template of the block ``key`` (a _cnn_keys block key): made from its ``spec``
     (None if it is not known yet and no spec is given)."""
-    template_key = (key[1:], config)
+    template_key = (key >> _FIELD_BITS, config)  # all but the size
     template = _BLOCK_TEMPLATES.get(template_key)
     if template is None and spec is not None:
-        size, stride = key[0], key[5]
+        size, stride = block_size(key), block_size(key >> (2 * _FIELD_BITS))
         part = piece(*spec)
         tail = summarize([op_profile(k, config) for k in part.keys], config)
         outputs = []

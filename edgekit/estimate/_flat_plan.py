@@ -81,32 +81,91 @@ def greedy_high_water(columns: np.ndarray, input_size: int) -> int:
     for i in range(count):
         key[i] = -(size[i] * _RANK_SPAN + rank[i])
     order = np.argsort(key)
-    # Placed buffers sorted by offset (a new one goes after equal offsets, as in TFLM).
+    return _first_fit(size, first, last, order)
+
+
+_LONG_LIVED = 4  # ops from which a buffer's lifetime counts as long
+
+
+def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.ndarray) -> int:
+    """The high-water mark of TFLM's placement: each buffer in ``order`` goes to the lowest
+    offset clear of every placed buffer whose lifetime [first, last] overlaps its own (TFLM
+    finds it walking all placed buffers in offset order; the offset does not depend on the
+    order equal offsets are visited in). Here a buffer only looks at the placed buffers
+    alive at each op of its lifetime, kept per op by offset (short-lived ones), and at the
+    placed long-lived ones: a patched part's ~180 buffers mostly live for an op or two."""
+    count = len(size)
+    ops = 0
+    for i in range(count):
+        ops = max(ops, last[i] + 1)
+    # Op s's placed short-lived buffers by offset: alive[begin[s]:filled[s]].
+    begin = np.zeros(ops + 1, np.int64)
+    for i in range(count):
+        if last[i] - first[i] < _LONG_LIVED:
+            for s in range(first[i], last[i] + 1):
+                begin[s + 1] += 1
+    for s in range(ops):
+        begin[s + 1] += begin[s]
+    alive = np.empty(begin[ops], np.int64)
+    filled = begin[:ops].copy()
+    long_lived = np.empty(count, np.int64)  # placed long-lived buffers by offset
+    longs = 0
+    # Placed buffers by placement number.
     start = np.empty(count, np.int64)
     end = np.empty(count, np.int64)
     alive_from = np.empty(count, np.int64)
     alive_to = np.empty(count, np.int64)
+    seen = np.empty(ops, np.int64)  # per op of the buffer's lifetime: entries looked at
     high = 0
     for placed in range(count):
         i = order[placed]
         wanted, f, t = size[i], first[i], last[i]
         offset = 0
-        for q in range(placed):
-            # Placed buffers are in offset order: from the first one at or above
-            # offset + wanted on, no buffer can move the offset (TFLM goes on to find
-            # the next one it shares a scope with, and stops there).
-            if start[q] - offset >= wanted:
-                break
-            if alive_from[q] <= t and f <= alive_to[q] and end[q] > offset:
-                offset = end[q]
-        q = placed
-        while q > 0 and start[q - 1] > offset:
-            start[q], end[q] = start[q - 1], end[q - 1]
-            alive_from[q], alive_to[q] = alive_from[q - 1], alive_to[q - 1]
-            q -= 1
-        start[q], end[q], alive_from[q], alive_to[q] = offset, offset + wanted, f, t
+        for s in range(f, t + 1):
+            seen[s] = begin[s]
+        seen_long = 0
+        # Every buffer below offset + wanted that is alive with this one raises the offset
+        # to its end; the offset only rises, so each list is walked once, in rounds until
+        # none raises it.
+        moved = True
+        while moved:
+            moved = False
+            k = seen_long
+            while k < longs and start[long_lived[k]] < offset + wanted:
+                q = long_lived[k]
+                if end[q] > offset and alive_from[q] <= t and f <= alive_to[q]:
+                    offset = end[q]
+                    moved = True
+                k += 1
+            seen_long = k
+            for s in range(f, t + 1):
+                k = seen[s]
+                while k < filled[s] and start[alive[k]] < offset + wanted:
+                    if end[alive[k]] > offset:
+                        offset = end[alive[k]]
+                        moved = True
+                    k += 1
+                seen[s] = k
+        start[placed], end[placed] = offset, offset + wanted
+        alive_from[placed], alive_to[placed] = f, t
         high = max(high, offset + wanted)
+        if t - f < _LONG_LIVED:
+            for s in range(f, t + 1):
+                _insert(alive, begin[s], filled[s], placed, start)
+                filled[s] += 1
+        else:
+            _insert(long_lived, 0, longs, placed, start)
+            longs += 1
     return high
+
+
+def _insert(by_offset: np.ndarray, low: int, end: int, item: int, start: np.ndarray) -> None:
+    """Put ``item`` into ``by_offset[low:end]`` (ordered by ``start``)."""
+    k = end
+    while k > low and start[by_offset[k - 1]] > start[item]:
+        by_offset[k] = by_offset[k - 1]
+        k -= 1
+    by_offset[k] = item
 
 
 @functools.cache
@@ -118,6 +177,11 @@ def kernel() -> Callable[[np.ndarray, int], int] | None:
         logger.info("numba is not installed: the config memory model plans in Python")
         return None
     # cache=True: compiled once per installation (~5 s), then loaded (~1 s).
+    # greedy_high_water finds these by their global names: compiled code must find them
+    # compiled.
+    global _first_fit, _insert
+    _insert = njit(cache=True, nogil=True, inline="always")(_insert)
+    _first_fit = njit(cache=True, nogil=True)(_first_fit)
     planner = njit(cache=True, nogil=True)(greedy_high_water)
     try:
         planner(piece_columns(1, 1, 16, ()), 16)

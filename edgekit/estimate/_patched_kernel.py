@@ -160,7 +160,16 @@ def _assemble(
     (their data)."""
     grid, layers = axis.shape[0], axis.shape[1]
     pointer = drops.shape[1]
-    capacity = grid * grid * (layers + 1) * 6 + grid + 1
+    # At most every unit on every patch, each with its template's ops (the largest of the
+    # layer's variants), then the CONCATENATIONs.
+    unit_ops = info[slice_id, OPS] if slice_id >= 0 else 0
+    for layer in range(layers):
+        most = 0
+        for t in variant_ids[layer]:
+            if t >= 0:
+                most = max(most, info[t, OPS])
+        unit_ops += most
+    capacity = grid * grid * unit_ops + grid + 1
     size = np.empty(capacity, np.int64)
     last = np.zeros(capacity, np.int64)
     scratch_size = np.empty(capacity, np.int64)
@@ -181,7 +190,7 @@ def _assemble(
     op_data = first_op_data = peak = persisted = run_scratch = 0
     # (input buffer, layer, zeros) or region -> output buffer: an open-addressing table
     slots = 1
-    while slots < 4 * capacity:
+    while slots < 2 * grid * grid * (layers + 1):
         slots *= 2
     made_key = np.full(slots, EMPTY, np.int64)
     made_value = np.empty(slots, np.int64)

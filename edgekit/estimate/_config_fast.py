@@ -631,7 +631,10 @@ def _patch_layer_key(layer: CnnLayer) -> tuple:
 class _PatchLayer(NamedTuple):
     key: tuple  # see _patch_layer_key
     channels: int  # input channels
-    number: int  # _key_number(key): what a template is looked up by
+    number: int  # what its templates are found by (see TemplateStore.table)
+
+
+_LAYER_NUMBERS: dict[tuple, int] = {}  # patch layer key -> its number, from 0 up
 
 
 @functools.lru_cache(maxsize=4096)
@@ -657,7 +660,8 @@ def _block_layers(
         if block < 0 and (not layer.is_conv or layer.name.startswith("stages.")):
             continue
         key = _patch_layer_key(layer)
-        patch_layers.append(_PatchLayer(key, layer.in_shape[2], _key_number(key)))
+        number = _LAYER_NUMBERS.setdefault(key, len(_LAYER_NUMBERS))
+        patch_layers.append(_PatchLayer(key, layer.in_shape[2], number))
     return tuple(patch_layers)
 
 
@@ -681,9 +685,10 @@ def _patch_axis(resolution: int, grid: int, shapes: tuple[tuple[int, int], ...])
 
 def _first_stage_of(
     cfg: TinyCnnConfig,
-) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...]]:
-    """The layers a patch over two stages runs (the stem, the first block, the first stage)
-    and each one's (kernel, stride, skip source or -1): see :func:`_first_stage`."""
+) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...], np.ndarray]:
+    """The layers a patch over two stages runs (the stem, the first block, the first stage),
+    each one's (kernel, stride, skip source or -1) and their numbers: see
+    :func:`_first_stage`."""
     depth = cfg.depths[0]
     return _first_stage(
         cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
@@ -696,9 +701,9 @@ def _first_stage_of(
 def _first_stage(
     width: float, channels: int, rank: float, kernels: tuple[int, ...],
     expands: tuple[int, ...], strides: tuple[int, int], fused: bool,
-) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...]]:  # fmt: skip
-    """The layers of a two-stage patched piece and each one's (kernel, stride, skip
-    source or -1), by what shapes them."""
+) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...], np.ndarray]:  # fmt: skip
+    """The layers of a two-stage patched piece, each one's (kernel, stride, skip source or
+    -1) and their numbers, by what shapes them."""
     layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused)
     for block, (kernel, expand) in enumerate(zip(kernels, expands, strict=True)):
         layers += _block_layers(width, channels, rank, block, kernel, expand, strides, fused)
@@ -707,7 +712,7 @@ def _first_stage(
         (layer.key[4], layer.key[5], index_of[layer.key[-1]] if layer.key[-1] else -1)
         for layer in layers
     )
-    return layers, shapes
+    return layers, shapes, np.array([layer.number for layer in layers], np.int64)
 
 
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
@@ -716,7 +721,7 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     ops: a patch whose first layers run on the same region as an earlier patch's (same
     slice, same zeros) reuses that patch's tensors up to where they part."""
     res, channels = cfg.resolution, cfg.in_channels
-    layers, shapes = _first_stage_of(cfg)
+    layers, shapes, _ = _first_stage_of(cfg)
     axis = _patch_axis(res, cfg.patch_grid, tuple((k, s) for k, s, _ in shapes))
     skip_of = {  # residual layer -> the layer whose input it adds
         i: source for i, (_, _, source) in enumerate(shapes) if source >= 0
@@ -833,12 +838,12 @@ class _PatchGeometry(NamedTuple):
     axis: np.ndarray  # (position, layer): input range, zeros before and after, output range
     flags: np.ndarray  # (position, layer): bit 0 zeros, 1 zeros == SAME, 2 skip cropped
     skip_of: np.ndarray  # per layer: the layer whose input its residual adds, or -1
-    usage: tuple[tuple[int, int, int, int], ...]  # (layer, variant, i, j) of first use
+    usage: np.ndarray  # (layer, variant, i, j): each variant used, at its first use
     sliced: tuple[int, int] | None  # a patch (i, j) reading part of the image, if any
     out_hw: tuple[tuple[int, int], ...]  # each patch's output
     concats: dict[tuple[int, RuntimeConfig], tuple]  # (channels, runtime) -> _concat_terms
     # The by-value int32 constants (see _geometric_constants): the geometry decides them;
-    # filled by the first assembly.
+    # filled after its first assembly.
     constants: list
 
 
@@ -879,27 +884,18 @@ def _patch_geometry(
         for i in range(grid) for j in range(grid)
     )  # fmt: skip
     return _PatchGeometry(
-        table, flags, skip_of, tuple((*key, *at) for key, at in usage.items()), sliced, out_hw,
-        {}, [],
+        table, flags, skip_of,
+        np.array([(*key, *at) for key, at in usage.items()], np.int64).reshape(-1, 4), sliced,
+        out_hw, {}, [],
     )  # fmt: skip
 
 
-class _Template(NamedTuple):
-    """What Python adds up of a template (the rest is in the TemplateStore's arrays)."""
-
-    first_opcode: str
-    # Shared entries other pieces may hold too (zero points, zero biases): their keys
-    # (2 * key number + 1) and flash columns (see _combine).
-    public_keys: list[int]
-    public_flash: list[list[int]]
-
-
 class _Templates:
-    """The templates of one runtime: the kernel's store and their ids by (layer, variant)."""
+    """The templates of one runtime: the kernel's store, and what Python checks of them."""
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.store = _patched_kernel.TemplateStore(config.pointer_bytes, _FLASH_COLUMNS)
-        self.ids: dict[tuple[int, int], int] = {}
+        self.slices: dict[int, int] = {}  # input channels -> the image slice's template
         self.layer_flash: dict[int, list[int]] = {}  # layer number -> its own constants
 
 
@@ -923,7 +919,7 @@ def _template(
     layer: int | None,
 ) -> int:
     """A new template, from one patch's layer (number ``layer``) or the image slice built
-    on its own; -1 (kept as its id) for one the compiled assembly cannot add up."""
+    on its own; UNUSABLE (kept as its id) for one the compiled assembly cannot add up."""
     part = _unit_piece(key, in_shape, skip_shape, by_value=False)
     tail = summarize([op_profile(k, config) for k in part.keys], config)
     ops = [
@@ -936,25 +932,27 @@ def _template(
     ]
     layouts = _layout_bits(part.layouts)
     if layouts >> 62 or any(_is_public(key) for key, _ in part.merged):
-        return -1
+        return _patched_kernel.UNUSABLE
     own = sum(flash for _, flash in part.merged) + sum(
         flash for key, flash in part.shared if not _is_public(key)
     )
     layer_flash = [len(part.merged), *_columns(own)]
     if layer is not None:  # every variant of a layer holds the same constants
         if templates.layer_flash.setdefault(layer, layer_flash) != layer_flash:
-            return -1
+            return _patched_kernel.UNUSABLE
     elif any(layer_flash):
-        return -1
-    public = [(key, flash) for key, flash in part.shared if _is_public(key)]
-    extra = _Template(
-        part.first_opcode, [2 * _key_number(key) + 1 for key, _ in public],
-        [_columns(flash)[:3] for _, flash in public],
-    )  # fmt: skip
+        return _patched_kernel.UNUSABLE
+    # Shared entries other pieces may hold too (zero points, zero biases): their keys
+    # (2 * key number + 1) and flash columns (see _combine).
+    public = [
+        (2 * _key_number(key) + 1, _columns(flash)[:3])
+        for key, flash in part.shared
+        if _is_public(key)
+    ]
     return templates.store.add(
         part.entry_lasts, part.tensors, ops,
         list(zip(tail.scratch, tail.scratch_scopes, strict=True)), run_terms(tail), layouts,
-        _columns(part.flash), layer_flash, extra,
+        _columns(part.flash), layer_flash, public, part.first_opcode,
     )  # fmt: skip
 
 
@@ -983,58 +981,56 @@ def _code_entries(code: int) -> tuple[tuple[int, int], tuple[tuple[int, int], ..
     return entries
 
 
-def _template_ids(
-    cfg: TinyCnnConfig,
+def _add_templates(
+    layers: tuple[_PatchLayer, ...], geometry: _PatchGeometry, templates: _Templates,
     config: RuntimeConfig,
-    layers: tuple[_PatchLayer, ...],
-    geometry: _PatchGeometry,
-    templates: _Templates,
-) -> tuple[np.ndarray, list[int], int] | None:
-    """The template of each (layer, variant) the grid uses (made from the first patch that
-    uses it if new), every template used, and the image slice's template (-1: none); None
-    if one of them is one the compiled assembly cannot add up."""
-    ids = np.full((len(layers), _patched_kernel.VARIANTS), -1, np.int64)
-    used = []
-    axis = geometry.axis
-    for index, variant, i, j in geometry.usage:
+) -> None:
+    """Make the templates the grid needs and has not got, each from the first patch that
+    uses it."""
+    axis, store = geometry.axis, templates.store
+    for index, variant, i, j in geometry.usage.tolist():
         layer = layers[index]
-        template = templates.ids.get((layer.number, variant))
-        if template is None:  # built from this patch's geometry
-            ry0, ry1, top, bottom, oy0, oy1 = axis[i, index].tolist()
-            rx0, rx1, left, right, ox0, ox1 = axis[j, index].tolist()
-            source = int(geometry.skip_of[index])
-            if source >= 0:
-                sy0, sy1 = axis[i, source, :2].tolist()
-                sx0, sx1 = axis[j, source, :2].tolist()
-                step = (layer.key[0], (0, 0, 0, 0), (top, bottom, left, right),
-                        (oy0 - sy0, oy1 - sy0, ox0 - sx0, ox1 - sx0))  # fmt: skip
-                skip_shape = (1, sy1 - sy0, sx1 - sx0, layers[source].channels)
-            else:
-                step = (layer.key[0], (0, 0, 0, 0), (top, bottom, left, right),
-                        (0, oy1 - oy0, 0, ox1 - ox0))  # fmt: skip
-                skip_shape = None
-            in_shape = (1, ry1 - ry0, rx1 - rx0, layer.channels)
-            template = templates.ids[(layer.number, variant)] = _template(
-                templates, config, (layer.key, step), in_shape, skip_shape, layer.number
-            )
-        if template < 0:
-            return None
-        ids[index, variant] = template
-        used.append(template)
-    slice_id = -1
-    image = (1, cfg.resolution, cfg.resolution, cfg.in_channels)
-    if geometry.sliced is not None:
-        slice_id = templates.ids.get((-1, cfg.in_channels), -1)
-        if slice_id < 0:
-            i, j = geometry.sliced
-            region = (*axis[i, 0, :2].tolist(), *axis[j, 0, :2].tolist())
-            slice_id = templates.ids[(-1, cfg.in_channels)] = _template(
-                templates, config, region, image, None, None
-            )
-        if slice_id < 0:
-            return None
-        used.append(slice_id)
-    return ids, used, slice_id
+        if layer.number < len(store.table) and store.table[layer.number, variant] != (
+            _patched_kernel.UNKNOWN
+        ):
+            continue
+        ry0, ry1, top, bottom, oy0, oy1 = axis[i, index].tolist()
+        rx0, rx1, left, right, ox0, ox1 = axis[j, index].tolist()
+        source = int(geometry.skip_of[index])
+        if source >= 0:
+            sy0, sy1 = axis[i, source, :2].tolist()
+            sx0, sx1 = axis[j, source, :2].tolist()
+            step = (layer.key[0], (0, 0, 0, 0), (top, bottom, left, right),
+                    (oy0 - sy0, oy1 - sy0, ox0 - sx0, ox1 - sx0))  # fmt: skip
+            skip_shape = (1, sy1 - sy0, sx1 - sx0, layers[source].channels)
+        else:
+            step = (layer.key[0], (0, 0, 0, 0), (top, bottom, left, right),
+                    (0, oy1 - oy0, 0, ox1 - ox0))  # fmt: skip
+            skip_shape = None
+        in_shape = (1, ry1 - ry0, rx1 - rx0, layer.channels)
+        template = _template(
+            templates, config, (layer.key, step), in_shape, skip_shape, layer.number
+        )
+        store.set_template(layer.number, variant, template)
+
+
+def _slice_template(
+    cfg: TinyCnnConfig, config: RuntimeConfig, geometry: _PatchGeometry, templates: _Templates
+) -> int:
+    """The template of the image slice a patch reads (-1: every patch reads all the image;
+    UNUSABLE: one the compiled assembly cannot add up)."""
+    if geometry.sliced is None:
+        return -1
+    template = templates.slices.get(cfg.in_channels)
+    if template is None:
+        i, j = geometry.sliced
+        axis = geometry.axis
+        region = (*axis[i, 0, :2].tolist(), *axis[j, 0, :2].tolist())
+        image = (1, cfg.resolution, cfg.resolution, cfg.in_channels)
+        template = templates.slices[cfg.in_channels] = _template(
+            templates, config, region, image, None, None
+        )
+    return template
 
 
 class _PatchedParts(NamedTuple):
@@ -1078,15 +1074,12 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     kernel = _patched_kernel.kernel()
     if kernel is None:
         return None
-    layers, shapes = _first_stage_of(cfg)
+    layers, shapes, numbers = _first_stage_of(cfg)
     geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes)
     templates = _TEMPLATES.get(config)
     if templates is None:
         templates = _TEMPLATES[config] = _Templates(config)
-    found = _template_ids(cfg, config, layers, geometry, templates)
-    if found is None:
-        return None
-    ids, used, slice_id = found
+    slice_id = _slice_template(cfg, config, geometry, templates)
     out_channels = layers[-1].key[3][2]
     concats = geometry.concats.get((out_channels, config))
     if concats is None:
@@ -1094,36 +1087,37 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
             tuple((1, h, w, out_channels) for h, w in geometry.out_hw), cfg.patch_grid, config
         )
     concat_ops, concat_run, concat_flash, concat_layouts, concat_opcode = concats
-    if concat_run is None or templates.store.scratch_count:
-        return None
     store = templates.store
-    columns, summary, dropped, flash, met, data = kernel(
-        geometry.axis, geometry.flags, geometry.skip_of, ids, slice_id,
-        cfg.resolution, out_channels, store.info, store.drops, store.ops, store.scratch,
-        store.flash, store.layer_flash, config.alignment, _fixed(config).request, concat_run,
-    )  # fmt: skip
-    if not geometry.constants:
-        geometry.constants.extend(_geometric_constants(met, data))
-    constant_count, constant_flash, keys, key_flash = geometry.constants
-    keys, key_flash = list(keys), list(key_flash)
-    extras = store.extra
-    for template in set(used):
-        extra: _Template = extras[template]  # type: ignore[assignment]
-        if extra.public_keys:
-            keys += extra.public_keys
-            key_flash += extra.public_flash
-    ops, requests, tensors, first, op_data, first_op_data, peak, persist, scratch, layouts = (
-        summary.tolist()
-    )
-    info = (
-        tensors + constant_count + concat_ops, requests, layouts | concat_layouts, ops,
-        op_data, first_op_data, peak, persist, scratch,
-    )  # fmt: skip
-    return _PatchedParts(
-        np.array(info, np.int64), dropped, flash + constant_flash + concat_flash,
-        np.array(keys, np.int64), np.array(key_flash, np.int64).reshape(-1, 3), columns,
-        extras[first].first_opcode if first >= 0 else concat_opcode,  # type: ignore[attr-defined]
-    )  # fmt: skip
+    if slice_id == _patched_kernel.UNUSABLE or concat_run is None or store.scratch_count:
+        return None
+    for _ in range(3):  # at most: templates missing, then constants unknown, then done
+        # The geometry's constants are known from its first assembly on.
+        known = geometry.constants or _NO_CONSTANTS
+        status, first, columns, info, dropped, flash, keys, key_flash, met, data = kernel(
+            geometry.axis, geometry.flags, geometry.skip_of, numbers, geometry.usage,
+            store.table, slice_id, cfg.resolution, out_channels, store.info, store.drops,
+            store.ops, store.scratch, store.flash, store.layer_flash, store.public_start,
+            store.public_keys, store.public_flash, config.alignment, _fixed(config).request,
+            concat_run, concat_flash, concat_ops, concat_layouts, *known,
+        )  # fmt: skip
+        if status == _patched_kernel.UNKNOWN:
+            _add_templates(layers, geometry, templates, config)
+            store = templates.store
+        elif status == _patched_kernel.UNUSABLE:
+            return None
+        elif not geometry.constants:
+            geometry.constants.extend(_geometric_constants(met, data))
+        else:
+            break
+    else:
+        raise AssertionError("the patched assembly did not settle")
+    first_opcode = store.first_opcodes[first] if first >= 0 else concat_opcode
+    return _PatchedParts(info, dropped, flash, keys, key_flash, columns, first_opcode)
+
+
+_NO_CONSTANTS = (
+    0, np.zeros(_FLASH_COLUMNS, np.int64), np.empty(0, np.int64), np.empty((0, 3), np.int64)
+)
 
 
 def _geometric_constants(met: np.ndarray, data: np.ndarray) -> tuple:
@@ -1144,7 +1138,10 @@ def _geometric_constants(met: np.ndarray, data: np.ndarray) -> tuple:
             key_flash.append(_columns(value)[:3])
         else:
             flash += value
-    return count, np.array(_columns(flash), np.int64), keys, key_flash
+    return (
+        count, np.array(_columns(flash), np.int64), np.array(keys, np.int64),
+        np.array(key_flash, np.int64).reshape(-1, 3),
+    )  # fmt: skip
 
 
 def _concat_terms(

@@ -46,6 +46,13 @@ BEGIN_END, STRIDES, PADDINGS = 0, 1, 2
 CODE_SHIFT = 48
 
 
+# A (layer, variant)'s template id in TemplateStore.table: none made yet, or one the
+# compiled assembly cannot add up (-1 is no template: a grid without image slices).
+UNKNOWN, UNUSABLE = -2, -3
+# _assemble's status: assembled, or the first of these met.
+ASSEMBLED = 0
+
+
 class TemplateStore:
     """Templates of one runtime, in growable arrays the compiled assembly reads."""
 
@@ -59,7 +66,14 @@ class TemplateStore:
         self.op_count = 0
         self.scratch = np.zeros((16, 2), np.int64)
         self.scratch_count = 0
-        self.extra: list[object] = []  # per template: what Python adds up (see add)
+        # Constants other pieces may hold too, per template: their keys and flash (bytes,
+        # int64 vectors, fillers) at public_start[t]:public_start[t + 1].
+        self.public_start = np.zeros(65, np.int64)
+        self.public_keys = np.zeros(64, np.int64)
+        self.public_flash = np.zeros((64, 3), np.int64)
+        self.first_opcodes: list[str] = []
+        # template id by (layer number, variant); UNKNOWN where none was made yet
+        self.table = np.full((64, VARIANTS), UNKNOWN, np.int64)
 
     def add(
         self,
@@ -71,12 +85,14 @@ class TemplateStore:
         layouts: int,
         flash: Sequence[int],
         layer_flash: Sequence[int],
-        extra: object,
+        public: Sequence[tuple[int, Sequence[int]]],
+        first_opcode: str,
     ) -> int:
         """A new template's id. ``ops``: (dims, channels, last) per op in order; ``scratch``:
         (aligned size, scope); ``run``: its tail's RunTerms; ``layouts``: a bit set below
         2**62; ``flash``, ``layer_flash``: flash figures as int columns (``layer_flash``
-        after its tensor count)."""
+        after its tensor count); ``public``: (key, flash columns) of its constants other
+        pieces may hold too."""
         index = self.count
         self.info = grown(self.info, index + 1)
         self.drops = grown(self.drops, index + 1)
@@ -100,9 +116,26 @@ class TemplateStore:
             self.scratch[self.scratch_count : self.scratch_count + len(scratch)] = scratch
         self.op_count += len(ops)
         self.scratch_count += len(scratch)
-        self.extra.append(extra)
+        self.public_start = grown(self.public_start, index + 2)
+        at = self.public_start[index]
+        self.public_keys = grown(self.public_keys, at + len(public))
+        self.public_flash = grown(self.public_flash, at + len(public))
+        for key, key_flash in public:
+            self.public_keys[at] = key
+            self.public_flash[at] = key_flash
+            at += 1
+        self.public_start[index + 1] = at
+        self.first_opcodes.append(first_opcode)
         self.count += 1
         return index
+
+    def set_template(self, layer: int, variant: int, template: int) -> None:
+        """Record the template (or UNUSABLE) of layer number ``layer`` in ``variant``."""
+        if layer >= len(self.table):
+            bigger = np.full((max(layer + 1, 2 * len(self.table)), VARIANTS), UNKNOWN, np.int64)
+            bigger[: len(self.table)] = self.table
+            self.table = bigger
+        self.table[layer, variant] = template
 
 
 def grown(array: np.ndarray, rows: int) -> np.ndarray:
@@ -134,7 +167,9 @@ def _assemble(
     axis: np.ndarray,
     flags: np.ndarray,
     skip_of: np.ndarray,
-    variant_ids: np.ndarray,
+    layer_numbers: np.ndarray,
+    usage: np.ndarray,
+    table: np.ndarray,
     slice_id: int,
     image_size: int,
     out_channels: int,
@@ -144,22 +179,49 @@ def _assemble(
     scratch: np.ndarray,
     template_flash: np.ndarray,
     layer_flash: np.ndarray,
+    public_start: np.ndarray,
+    public_keys: np.ndarray,
+    public_flash: np.ndarray,
     alignment: int,
     request: int,
     concat_run: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    concat_flash: np.ndarray,
+    concat_ops: int,
+    concat_layouts: int,
+    known_count: int,
+    known_flash: np.ndarray,
+    known_keys: np.ndarray,
+    known_key_flash: np.ndarray,
+) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+           np.ndarray, np.ndarray]:  # fmt: skip
     """The patched part of a grid (``axis``: per axis position and layer, input range, zeros
     before and after, output range; ``flags``: per axis position and layer, bit 0 zeros,
-    bit 1 zeros equal to SAME padding, bit 2 skip cropped; ``variant_ids``: template per
-    layer and variant; ``image_size``: its height and width; ``concat_run``: the
+    bit 1 zeros equal to SAME padding, bit 2 skip cropped; ``usage``: (layer, variant, ...)
+    of each variant the grid uses, whose template ``table`` gives by the layer's number
+    in ``layer_numbers``; ``image_size``: its height and width; ``concat_*``: the
     CONCATENATIONs' run terms (ops, OpData, first OpData, peak, persistent bytes, scratch
-    buffers, then the options drop per residue)). Returns the planner's columns, the summary
-    (ops, requests, tensors, first template, run terms but the options drop, layouts), the
-    options drop per start residue, the flash columns added up (each layer's own constants
-    once), and the codes of the int32 constants met (merged by value) and of those added
-    (their data)."""
+    buffers, then the options drop per residue), flash, ops and layouts; ``known_*``: the
+    int32 constants its geometry merges by value (tensors, flash, then the keys and flash of
+    those other pieces may hold too), when known).
+
+    Returns (status, first template, planner columns, info as _combine reads a first piece,
+    options drop per start residue, flash columns, keys and their flash, codes of the int32
+    constants met and of those added (their data)). Status UNKNOWN: a variant the grid uses
+    has no template yet; UNUSABLE: one has a template this cannot add up; else ASSEMBLED."""
     grid, layers = axis.shape[0], axis.shape[1]
     pointer = drops.shape[1]
+    variant_ids = np.full((layers, VARIANTS), UNUSABLE, np.int64)
+    for u in range(usage.shape[0]):
+        layer, variant = usage[u, 0], usage[u, 1]
+        number = layer_numbers[layer]
+        t = table[number, variant] if number < table.shape[0] else UNKNOWN
+        if t < 0:
+            nothing = np.empty(0, np.int64)
+            return (
+                t, -1, np.empty((4, 0), np.int64), nothing, nothing, nothing, nothing,
+                np.empty((0, 3), np.int64), nothing, nothing,
+            )  # fmt: skip
+        variant_ids[layer, variant] = t
     # At most every unit on every patch, each with its template's ops (the largest of the
     # layer's variants), then the CONCATENATIONs.
     unit_ops = info[slice_id, OPS] if slice_id >= 0 else 0
@@ -353,7 +415,6 @@ def _assemble(
         run_scratch += info[t, RUN_SCRATCH]
         tensors += info[t, TENSORS]
         flash += template_flash[t]
-    first = added[0] if added_count else -1
     # The CONCATENATIONs' run after the patches'.
     for r in range(pointer):
         d = concat_run[6 + residue[r]]
@@ -382,19 +443,41 @@ def _assemble(
         columns[1, count + s] = SCRATCH_CLASS + s
         columns[2, count + s] = scratch_scope[s]
         columns[3, count + s] = scratch_scope[s]
-    summary = np.empty(10, np.int64)
-    summary[0] = base + concat_run[0]
-    summary[1] = count + scratch_count
-    summary[2] = tensors + layer_own[LAYER_TENSORS]
-    summary[3] = first
-    summary[4] = op_data
-    summary[5] = first_op_data
-    summary[6] = peak
-    summary[7] = persisted
-    summary[8] = run_scratch
-    summary[9] = layouts
-    flash += layer_own[1:]
-    return columns, summary, dropped, flash, met[:met_count], data[:data_count]
+    part = np.empty(9, np.int64)  # see _combine's INFO_COLUMNS
+    part[0] = tensors + layer_own[LAYER_TENSORS] + known_count + concat_ops
+    part[1] = count + scratch_count
+    part[2] = layouts | concat_layouts
+    part[3] = base + concat_run[0]
+    part[4] = op_data
+    part[5] = first_op_data
+    part[6] = peak
+    part[7] = persisted
+    part[8] = run_scratch
+    flash += layer_own[1:] + known_flash + concat_flash
+    # The constants other pieces may hold too: the geometry's, then each template's.
+    used = np.zeros(info.shape[0], np.bool_)
+    key_count = len(known_keys)
+    for a in range(added_count):
+        t = added[a]
+        if not used[t]:
+            used[t] = True
+            key_count += public_start[t + 1] - public_start[t]
+    keys = np.empty(key_count, np.int64)
+    key_flash = np.empty((key_count, 3), np.int64)
+    keys[: len(known_keys)] = known_keys
+    key_flash[: len(known_keys)] = known_key_flash
+    k = len(known_keys)
+    for t in range(info.shape[0]):
+        if used[t]:
+            for e in range(public_start[t], public_start[t + 1]):
+                keys[k] = public_keys[e]
+                key_flash[k] = public_flash[e]
+                k += 1
+    first = added[0] if added_count else -1
+    return (
+        ASSEMBLED, first, columns, part, dropped, flash, keys, key_flash, met[:met_count],
+        data[:data_count],
+    )  # fmt: skip
 
 
 @functools.cache

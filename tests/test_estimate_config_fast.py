@@ -51,8 +51,8 @@ def _family_configs(count: int, seed: int) -> list:
 
 @pytest.fixture(params=["chain planner", "compiled flat planner"])
 def planner(request, monkeypatch):
-    """tiny-cnn chains planned by the memoising chain planner, or (as in a search, after a
-    few hundred configs) by the compiled flat planner."""
+    """tiny-cnn and tiny-vit chains planned by the memoising chain planner, or (as in a
+    search, after a few hundred configs) by the compiled flat planner."""
     flat = request.param == "compiled flat planner"
     if flat and not _flat_plan.compiled():
         pytest.skip("numba is not installed")

@@ -6,7 +6,7 @@ call (:func:`_combine`) does what costs most in Python per config: the sums of t
 requests and flash, the constants counted once per model (merged and shared by key), the tail
 terms folded in order, the memory plan of the whole chain (as the flat planner makes it) and
 :func:`edgekit.estimate._config_arena.arena_from_terms`'s arithmetic. A two-stage patched
-piece, made anew per config, comes as extra arrays. Used for tiny-cnn (see
+piece, made anew per config, comes as extra arrays. Used for tiny-cnn and tiny-vit (see
 ``_config_fast.fast_figures``).
 """
 

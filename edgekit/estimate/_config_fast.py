@@ -1212,7 +1212,7 @@ _NO_FIRST = (
 
 
 def _compiled_figures(
-    cfg: TinyCnnConfig, config: RuntimeConfig, combine: Callable
+    cfg: TinyCnnConfig | TinyVitConfig, config: RuntimeConfig, combine: Callable
 ) -> tuple[ArenaFigures, int] | None:
     """:func:`fast_figures` with the pieces added up and planned in one compiled call (None:
     not for this config, the caller adds them up in Python)."""
@@ -1221,9 +1221,9 @@ def _compiled_figures(
         state = _ROWS[config] = _Rows(config)
     if not state.supported:
         return None
-    keys = _cnn_keys(cfg)
     first = parts = None
-    if keys[0][0] == "patched" and cfg.patch_stages == 2:
+    keys = _vit_keys(cfg) if isinstance(cfg, TinyVitConfig) else _cnn_keys(cfg)
+    if keys[0][0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
         parts = _kernel_patched_parts(cfg, config)
         if parts is None:
             first = _assembled_patched(cfg, config)
@@ -1283,13 +1283,14 @@ _estimates = 0
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
     """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's."""
     # Compiled code costs ~1.5 s to load (~10 s to compile once per installation): worth it
-    # in a search only. It then plans tiny-cnn's chains flat and adds up their pieces (see
-    # _combine). tiny-vit's chains repeat a few kinds of blocks, whose memoised partial plans
-    # the chain planner reuses (faster than planning all ~200 buffers; adding its ~10 pieces
-    # up in compiled code was measured no faster); tiny-cnn's rarely repeat.
+    # in a search only. It then plans tiny-cnn's and tiny-vit's chains flat and adds up their
+    # pieces (see _combine). tiny-resnet keeps the memoising chain planner: its few kinds
+    # of pieces repeat.
     global _estimates
     _estimates += 1
-    flat = isinstance(cfg, TinyCnnConfig) and _estimates > _FLAT_AFTER and compiled()
+    flat = (
+        isinstance(cfg, TinyCnnConfig | TinyVitConfig) and _estimates > _FLAT_AFTER and compiled()
+    )
     if flat:
         combine = _combine.kernel()
         figures = None if combine is None else _compiled_figures(cfg, config, combine)  # type: ignore[arg-type]

@@ -637,11 +637,17 @@ class _PatchLayer(NamedTuple):
 _LAYER_NUMBERS: dict[tuple, int] = {}  # patch layer key -> its number, from 0 up
 
 
+class _BlockLayers(NamedTuple):
+    layers: tuple[_PatchLayer, ...]
+    shapes: tuple[tuple[int, int, int], ...]  # (kernel, stride, skip source in the block or -1)
+    numbers: tuple[int, ...]
+
+
 @functools.lru_cache(maxsize=4096)
 def _block_layers(
     width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
     strides: tuple[int, int], fused: bool,
-) -> tuple[_PatchLayer, ...]:
+) -> _BlockLayers:
     """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
     patch runs them, cut from a small config's layer plan (a config's own plan takes longer
     than the rest of its estimate; these do not depend on the resolution)."""
@@ -662,7 +668,15 @@ def _block_layers(
         key = _patch_layer_key(layer)
         number = _LAYER_NUMBERS.setdefault(key, len(_LAYER_NUMBERS))
         patch_layers.append(_PatchLayer(key, layer.in_shape[2], number))
-    return tuple(patch_layers)
+    # A residual adds the input of its block's first layer.
+    index_of = {layer.key[0]: i for i, layer in enumerate(patch_layers)}
+    shapes = tuple(
+        (layer.key[4], layer.key[5], index_of[layer.key[-1]] if layer.key[-1] else -1)
+        for layer in patch_layers
+    )
+    return _BlockLayers(
+        tuple(patch_layers), shapes, tuple(layer.number for layer in patch_layers)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -704,15 +718,23 @@ def _first_stage(
 ) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...], np.ndarray]:  # fmt: skip
     """The layers of a two-stage patched piece, each one's (kernel, stride, skip source or
     -1) and their numbers, by what shapes them."""
-    layers = _block_layers(width, channels, rank, -1, 3, 2, strides, fused)
+    parts = [_block_layers(width, channels, rank, -1, 3, 2, strides, fused)]
     for block, (kernel, expand) in enumerate(zip(kernels, expands, strict=True)):
-        layers += _block_layers(width, channels, rank, block, kernel, expand, strides, fused)
-    index_of = {layer.key[0]: i for i, layer in enumerate(layers)}
-    shapes = tuple(
-        (layer.key[4], layer.key[5], index_of[layer.key[-1]] if layer.key[-1] else -1)
-        for layer in layers
-    )
-    return layers, shapes, np.array([layer.number for layer in layers], np.int64)
+        parts.append(
+            _block_layers(width, channels, rank, block, kernel, expand, strides, fused)
+        )
+    layers: tuple[_PatchLayer, ...] = ()
+    shapes: list[tuple[int, int, int]] = []
+    numbers: list[int] = []
+    for part in parts:
+        offset = len(layers)
+        layers += part.layers
+        shapes += [
+            (kernel, stride, source + offset if source >= 0 else -1)
+            for kernel, stride, source in part.shapes
+        ]
+        numbers += part.numbers
+    return layers, tuple(shapes), np.array(numbers, np.int64)
 
 
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
@@ -853,30 +875,27 @@ def _patch_geometry(
 ) -> _PatchGeometry:
     """``layers``: (kernel, stride, skip source or -1) of each layer."""
     axis = _patch_axis(resolution, grid, tuple((k, s) for k, s, _ in layers))
-    table = np.array(
-        [[(*rng, *pads, *out) for rng, pads, out in steps] for steps in axis], np.int64
-    )
-    flags = np.zeros(table.shape[:2], np.int64)
-    for a, steps in enumerate(axis):
+    flags = []  # (position, layer), see _PatchGeometry (Python lists: faster to fill)
+    for steps in axis:
+        row = []
         for index, ((r0, r1), pads, (o0, o1)) in enumerate(steps):
             kernel, stride, source = layers[index]
-            flags[a, index] |= bool(pads[0] or pads[1])
-            flags[a, index] |= 2 * (same_padding(r1 - r0, kernel, stride)[1:] == pads)
+            bits = int(bool(pads[0] or pads[1]))
+            bits |= 2 * (same_padding(r1 - r0, kernel, stride)[1:] == pads)
             if source >= 0:
-                s0, s1 = steps[source][0]
-                flags[a, index] |= 4 * ((o0, o1) != (s0, s1))
-    skip_of = np.array([source for _, _, source in layers], np.int64)
+                bits |= 4 * ((o0, o1) != steps[source][0])
+            row.append(bits)
+        flags.append(row)
     usage: dict[tuple[int, int], tuple[int, int]] = {}
+    whole = (0, resolution)
     sliced = None
     for i in range(grid):
         for j in range(grid):
-            if sliced is None and (table[i, 0, :2].tolist(), table[j, 0, :2].tolist()) != (
-                [0, resolution], [0, resolution]
-            ):
+            if sliced is None and (axis[i][0][0], axis[j][0][0]) != (whole, whole):
                 sliced = (i, j)
             for index, (_, _, source) in enumerate(layers):
-                fi, fj = flags[i, index], flags[j, index]
-                kind = (0 if not (fi | fj) & 1 else 1 if fi & fj & 2 else 2)
+                fi, fj = flags[i][index], flags[j][index]
+                kind = 0 if not (fi | fj) & 1 else 1 if fi & fj & 2 else 2
                 variant = 2 * kind + int(source >= 0 and bool((fi | fj) & 4))
                 usage.setdefault((index, variant), (i, j))
     out_hw = tuple(
@@ -884,7 +903,8 @@ def _patch_geometry(
         for i in range(grid) for j in range(grid)
     )  # fmt: skip
     return _PatchGeometry(
-        table, flags, skip_of,
+        np.array([[(*rng, *pads, *out) for rng, pads, out in steps] for steps in axis], np.int64),
+        np.array(flags, np.int64), np.array([source for _, _, source in layers], np.int64),
         np.array([(*key, *at) for key, at in usage.items()], np.int64).reshape(-1, 4), sliced,
         out_hw, {}, [],
     )  # fmt: skip

@@ -120,18 +120,24 @@ def _combine(
     first_key_flash: np.ndarray,
     first_columns: np.ndarray,
     input_bytes: int,
+    input_flash: np.ndarray,
     fixed: np.ndarray,
+    operator_bytes: np.ndarray,
+    first_opcode: int,
 ) -> np.ndarray:
-    """(arena, head, tail, tensors, layouts, flash columns ...) of the chain ``rows`` after
-    the optional first piece (``first_info`` empty: none; its columns (4, n), its keys and
-    their flash as rows), planned as the flat planner does. ``fixed``: see
-    :func:`fixed_terms`. An arena of -1: the model has no OpData (arena_from_terms raises)."""
+    """(arena, head, tail, tensors, layouts, operators, their tables' bytes, their opcodes
+    as a bit set, bytes, int64 vectors, fillers) of the chain ``rows`` after the optional
+    first piece (``first_info`` empty: none; its columns (4, n), its keys and their flash as
+    rows), planned as the flat planner does, and after the model's input (``input_bytes``,
+    its flash ``input_flash``). ``fixed``: see :func:`fixed_terms`; ``operator_bytes``: the
+    table of an operator per opcode (row 1: as the first opcode's). An arena of -1: the
+    model has no OpData (arena_from_terms raises)."""
     pointer, alignment = fixed[0], fixed[1]
     has_first = 1 if len(first_info) else 0
     # Sums, and the tail's runs folded in order (see _config_arena.compose_runs).
     tensors = requests = 1  # the input
     layouts = 0
-    total_flash = np.zeros(flash.shape[1], np.int64)
+    total_flash = input_flash.copy()
     residue = 0
     options_drop = op_count = op_data = first_op_data = peak = persisted = scratch = 0
     request = fixed[5]
@@ -218,13 +224,23 @@ def _combine(
         if alignment * blocks + _aligned_part(r, pointer, alignment, before) >= most:
             fit = alignment * blocks + r
             break
-    out = np.empty(5 + len(total_flash), np.int64)
+    out = np.empty(11, np.int64)
     out[0] = max(low + 1, fit)
     out[1] = high_water
     out[2] = total - _aligned_part(0, pointer, alignment, before)
     out[3] = tensors
     out[4] = layouts
-    out[5:] = total_flash
+    ops = operators = mask = 0
+    for i in range(len(total_flash) - 3):
+        count = total_flash[3 + i]
+        if count:
+            mask |= 1 << i
+            ops += count
+            operators += count * operator_bytes[1 if i == first_opcode else 0, i]
+    out[5] = ops
+    out[6] = operators
+    out[7] = mask
+    out[8:] = total_flash[:3]
     if first_op_data == 0:  # no OpData: arena_from_terms raises, the caller falls back
         out[0] = -1
     return out

@@ -157,6 +157,26 @@ def _flash_from_columns(
             ops += count
             opcode = _OPCODE_NAMES[i]
             operators += count * operator_bytes(opcode, opcode == first_opcode)
+    return _file_size(
+        columns[:3], ops, operators, mask, layout_bits, first_opcode, tensor_count
+    )
+
+
+# Each opcode's operator table (see _flash_from_columns), of the model's first opcode or
+# not, in _OPCODE_NAMES's order; the compiled combination adds them up.
+_OPERATOR_BYTES = np.array(
+    [[operator_bytes(opcode, first) for opcode in _OPCODE_NAMES] for first in (False, True)],
+    np.int64,
+)
+_OPCODE_INDEX = {opcode: i for i, opcode in enumerate(_OPCODE_NAMES)}
+
+
+def _file_size(
+    columns: Sequence[int], ops: int, operators: int, mask: int, layout_bits: int,
+    first_opcode: str, tensor_count: int,
+) -> int:
+    """The file's size from its bytes, int64 vectors and fillers (``columns``), its operators
+    (count, bytes of their tables, bit set of their opcodes) and layout bits."""
     frame = _FRAMES.get((mask, first_opcode))
     if frame is None:
         opcodes = frozenset(name for i, name in enumerate(_OPCODE_NAMES) if mask >> i & 1)
@@ -697,12 +717,19 @@ def _patch_axis(resolution: int, grid: int, shapes: tuple[tuple[int, int], ...])
     return axis_plan(size, grid, tuple(convs))
 
 
-def _first_stage_of(
-    cfg: TinyCnnConfig,
-) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...], np.ndarray]:
-    """The layers a patch over two stages runs (the stem, the first block, the first stage),
-    each one's (kernel, stride, skip source or -1) and their numbers: see
-    :func:`_first_stage`."""
+class _FirstStage(NamedTuple):
+    """The layers a patch over two stages runs (the stem, the first block, the first
+    stage)."""
+
+    layers: tuple[_PatchLayer, ...]
+    shapes: tuple[tuple[int, int, int], ...]  # (kernel, stride, skip source or -1)
+    numbers: np.ndarray  # each layer's number
+    # (resolution, grid) -> _patch_geometry(resolution, grid, shapes): found by two ints
+    geometries: dict[tuple[int, int], _PatchGeometry]
+
+
+def _first_stage_of(cfg: TinyCnnConfig) -> _FirstStage:
+    """See :func:`_first_stage`."""
     depth = cfg.depths[0]
     return _first_stage(
         cfg.width_mult, cfg.in_channels, cfg.rank_ratio, cfg.kernel_sizes[:depth],
@@ -715,9 +742,8 @@ def _first_stage_of(
 def _first_stage(
     width: float, channels: int, rank: float, kernels: tuple[int, ...],
     expands: tuple[int, ...], strides: tuple[int, int], fused: bool,
-) -> tuple[tuple[_PatchLayer, ...], tuple[tuple[int, int, int], ...], np.ndarray]:  # fmt: skip
-    """The layers of a two-stage patched piece, each one's (kernel, stride, skip source or
-    -1) and their numbers, by what shapes them."""
+) -> _FirstStage:  # fmt: skip
+    """The layers of a two-stage patched piece, by what shapes them."""
     parts = [_block_layers(width, channels, rank, -1, 3, 2, strides, fused)]
     for block, (kernel, expand) in enumerate(zip(kernels, expands, strict=True)):
         parts.append(
@@ -734,7 +760,7 @@ def _first_stage(
             for kernel, stride, source in part.shapes
         ]
         numbers += part.numbers
-    return layers, tuple(shapes), np.array(numbers, np.int64)
+    return _FirstStage(layers, tuple(shapes), np.array(numbers, np.int64), {})
 
 
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
@@ -743,7 +769,7 @@ def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
     ops: a patch whose first layers run on the same region as an earlier patch's (same
     slice, same zeros) reuses that patch's tensors up to where they part."""
     res, channels = cfg.resolution, cfg.in_channels
-    layers, shapes, _ = _first_stage_of(cfg)
+    layers, shapes, _, _ = _first_stage_of(cfg)
     axis = _patch_axis(res, cfg.patch_grid, tuple((k, s) for k, s, _ in shapes))
     skip_of = {  # residual layer -> the layer whose input it adds
         i: source for i, (_, _, source) in enumerate(shapes) if source >= 0
@@ -1094,8 +1120,12 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     kernel = _patched_kernel.kernel()
     if kernel is None:
         return None
-    layers, shapes, numbers = _first_stage_of(cfg)
-    geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes)
+    layers, shapes, numbers, geometries = _first_stage_of(cfg)
+    geometry = geometries.get((cfg.resolution, cfg.patch_grid))
+    if geometry is None:
+        geometry = geometries[(cfg.resolution, cfg.patch_grid)] = _patch_geometry(
+            cfg.resolution, cfg.patch_grid, shapes
+        )
     templates = _TEMPLATES.get(config)
     if templates is None:
         templates = _TEMPLATES[config] = _Templates(config)
@@ -1177,10 +1207,10 @@ def _concat_terms(
 
 
 @functools.lru_cache(maxsize=16)
-def _input_flash(shape: tuple[int, ...]) -> tuple[list[int], int]:
+def _input_flash(shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
     """The input tensor's flash (as columns, see _columns) and layout bits."""
     terms = tensor_terms(Tensor(shape, name=INPUT_NAME))
-    return _columns(_pack(terms)), _layout_bits(terms.layouts)
+    return np.array(_columns(_pack(terms)), np.int64), _layout_bits(terms.layouts)
 
 
 def _patched_bundle(cfg: TinyCnnConfig, config: RuntimeConfig, flat: bool) -> _Bundle:
@@ -1281,18 +1311,19 @@ def _compiled_figures(
     res, channels = cfg.resolution, cfg.in_channels
     alignment = config.alignment
     table = state.table
+    input_flash, input_layouts = _input_flash((1, res, res, channels))
     out = combine(
         np.array(chain, np.int64), table.info, table.drops, table.flash, table.key_start,
         table.keys, table.key_flash, table.column_start, table.columns, *first_arrays,
-        -(-res * res * channels // alignment) * alignment, state.fixed,
+        -(-res * res * channels // alignment) * alignment, input_flash, state.fixed,
+        _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
     )  # fmt: skip
-    arena, head, tail, tensors, layouts, *flash_columns = out.tolist()
+    arena, head, tail, tensors, layouts, ops, operators, mask, *columns = out.tolist()
     if arena < 0:
         return None
-    input_flash, input_layouts = _input_flash((1, res, res, channels))
-    for i, value in enumerate(input_flash):
-        flash_columns[i] += value
-    flash = _flash_from_columns(flash_columns, layouts | input_layouts, first_opcode, tensors)
+    flash = _file_size(
+        columns, ops, operators, mask, layouts | input_layouts, first_opcode, tensors
+    )
     return ArenaFigures(arena, head, tail), flash
 
 
@@ -1320,7 +1351,7 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
     res, channels = cfg.resolution, cfg.in_channels
     tensor_count = request_count = 1  # the input
     input_flash, layouts = _input_flash((1, res, res, channels))
-    flash = _packed(input_flash)
+    flash = _packed(input_flash.tolist())
     merged: dict[int, int] = {}
     shared: dict[int, int] = {}
     plans = []

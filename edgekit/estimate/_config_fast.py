@@ -724,8 +724,13 @@ class _FirstStage(NamedTuple):
     layers: tuple[_PatchLayer, ...]
     shapes: tuple[tuple[int, int, int], ...]  # (kernel, stride, skip source or -1)
     numbers: np.ndarray  # each layer's number
-    # (resolution, grid) -> _patch_geometry(resolution, grid, shapes): found by two ints
-    geometries: dict[tuple[int, int], _PatchGeometry]
+    shapes_id: int  # the shapes' number (see _SHAPES): what a patch geometry is keyed by
+
+
+# Each distinct first stage's shapes, by number: configs whose first stages differ in their
+# channels only share them, and a number hashes faster than ~15 tuples.
+_SHAPES: list[tuple[tuple[int, int, int], ...]] = []
+_SHAPE_IDS: dict[tuple[tuple[int, int, int], ...], int] = {}
 
 
 def _first_stage_of(cfg: TinyCnnConfig) -> _FirstStage:
@@ -738,7 +743,7 @@ def _first_stage_of(cfg: TinyCnnConfig) -> _FirstStage:
     )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _first_stage(
     width: float, channels: int, rank: float, kernels: tuple[int, ...],
     expands: tuple[int, ...], strides: tuple[int, int], fused: bool,
@@ -760,7 +765,12 @@ def _first_stage(
             for kernel, stride, source in part.shapes
         ]
         numbers += part.numbers
-    return _FirstStage(layers, tuple(shapes), np.array(numbers, np.int64), {})
+    shapes_key = tuple(shapes)
+    shapes_id = _SHAPE_IDS.get(shapes_key)
+    if shapes_id is None:
+        shapes_id = _SHAPE_IDS[shapes_key] = len(_SHAPES)
+        _SHAPES.append(shapes_key)
+    return _FirstStage(layers, _SHAPES[shapes_id], np.array(numbers, np.int64), shapes_id)
 
 
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
@@ -896,10 +906,9 @@ class _PatchGeometry(NamedTuple):
 
 
 @functools.lru_cache(maxsize=4096)
-def _patch_geometry(
-    resolution: int, grid: int, layers: tuple[tuple[int, int, int], ...]
-) -> _PatchGeometry:
-    """``layers``: (kernel, stride, skip source or -1) of each layer."""
+def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometry:
+    """The grid of a patched part whose layers have these shapes (see _FirstStage)."""
+    layers = _SHAPES[shapes_id]
     axis = _patch_axis(resolution, grid, tuple((k, s) for k, s, _ in layers))
     flags = []  # (position, layer), see _PatchGeometry (Python lists: faster to fill)
     for steps in axis:
@@ -912,18 +921,25 @@ def _patch_geometry(
                 bits |= 4 * ((o0, o1) != steps[source][0])
             row.append(bits)
         flags.append(row)
+    # Patch (i, j) runs layer ``index`` in the variant its rows' and columns' flags make; a
+    # variant's first use in row-major order is at the first rows and columns with flags
+    # that make it (a few distinct flags per layer, not grid x grid patches).
     usage: dict[tuple[int, int], tuple[int, int]] = {}
-    whole = (0, resolution)
-    sliced = None
-    for i in range(grid):
-        for j in range(grid):
-            if sliced is None and (axis[i][0][0], axis[j][0][0]) != (whole, whole):
-                sliced = (i, j)
-            for index, (_, _, source) in enumerate(layers):
-                fi, fj = flags[i][index], flags[j][index]
+    for index, (_, _, source) in enumerate(layers):
+        first_at: dict[int, int] = {}  # flags -> first position with them
+        for position in range(grid):
+            first_at.setdefault(flags[position][index], position)
+        for fi, i in first_at.items():
+            for fj, j in first_at.items():
                 kind = 0 if not (fi | fj) & 1 else 1 if fi & fj & 2 else 2
                 variant = 2 * kind + int(source >= 0 and bool((fi | fj) & 4))
-                usage.setdefault((index, variant), (i, j))
+                at = usage.get((index, variant))
+                if at is None or (i, j) < at:
+                    usage[(index, variant)] = (i, j)
+    whole = (0, resolution)
+    # The first patch (row-major) that reads part of the image, if any.
+    cut = [position for position in range(grid) if axis[position][0][0] != whole]
+    sliced = (0, cut[0]) if cut else None
     out_hw = tuple(
         (axis[i][-1][2][1] - axis[i][-1][2][0], axis[j][-1][2][1] - axis[j][-1][2][0])
         for i in range(grid) for j in range(grid)
@@ -931,7 +947,8 @@ def _patch_geometry(
     return _PatchGeometry(
         np.array([[(*rng, *pads, *out) for rng, pads, out in steps] for steps in axis], np.int64),
         np.array(flags, np.int64), np.array([source for _, _, source in layers], np.int64),
-        np.array([(*key, *at) for key, at in usage.items()], np.int64).reshape(-1, 4), sliced,
+        np.array(sorted((*key, *at) for key, at in usage.items()), np.int64).reshape(-1, 4),
+        sliced,
         out_hw, {}, [],
     )  # fmt: skip
 
@@ -1120,12 +1137,8 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     kernel = _patched_kernel.kernel()
     if kernel is None:
         return None
-    layers, shapes, numbers, geometries = _first_stage_of(cfg)
-    geometry = geometries.get((cfg.resolution, cfg.patch_grid))
-    if geometry is None:
-        geometry = geometries[(cfg.resolution, cfg.patch_grid)] = _patch_geometry(
-            cfg.resolution, cfg.patch_grid, shapes
-        )
+    layers, _, numbers, shapes_id = _first_stage_of(cfg)
+    geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes_id)
     templates = _TEMPLATES.get(config)
     if templates is None:
         templates = _TEMPLATES[config] = _Templates(config)

@@ -83,6 +83,7 @@ from edgekit.estimate.runtime import RuntimeConfig
 from edgekit.spaces._base import is_factorised, projection_rank
 from edgekit.spaces.tiny_cnn import (
     MAX_DEPTH,
+    NUM_STAGES,
     STAGE_STRIDES,
     CnnLayer,
     TinyCnnConfig,
@@ -339,9 +340,10 @@ def clear_caches() -> None:
 # size lowest: an int hashes faster than a tuple, and a config looks up ~12 of them.
 _FIELD_BITS = 16
 _FIELD_LIMIT = 1 << _FIELD_BITS
-# (width, rank ratio, fused stages) -> (stage, later block, expand ratio) -> a block key's
-# fields above its size, kernel and stride
-_BLOCK_FIELDS: dict[tuple[float, float, int], dict[tuple[int, bool, int], int]] = {}
+# (width, rank ratio, fused stages) -> a block key's fields above its size, kernel and stride
+# at [(stage * 2 + later block) * _EXPANDS + expand ratio] (None: not worked out yet)
+_BLOCK_FIELDS: dict[tuple[float, float, int], list[int | None]] = {}
+_EXPANDS = 16  # expand ratios below this are looked up by index (the others: see _cnn_keys)
 
 
 def _block_fields(
@@ -397,7 +399,7 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list:
             first_stage = 1
     table = _BLOCK_FIELDS.get((width, ratio, fused))
     if table is None:
-        table = _BLOCK_FIELDS[(width, ratio, fused)] = {}
+        table = _BLOCK_FIELDS[(width, ratio, fused)] = [None] * (2 * NUM_STAGES * _EXPANDS)
     size = -(-res // cfg.stem_stride)  # the first block's depthwise conv has stride 1
     stage_strides = (cfg.first_stage_stride, *STAGE_STRIDES[1:])
     for stage, depth in enumerate(depths):
@@ -405,10 +407,13 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list:
         for block in range(depth):
             if stage >= first_stage:
                 i = MAX_DEPTH * stage + block
-                shape = (stage, block > 0, expands[i])
-                fields = table.get(shape)
+                expand = expands[i]
+                at = (2 * stage + (block > 0)) * _EXPANDS + expand
+                fields = table[at] if 0 < expand < _EXPANDS else None
                 if fields is None:
-                    fields = table[shape] = _block_fields(width, ratio, fused, *shape)
+                    fields = _block_fields(width, ratio, fused, stage, block > 0, expand)
+                    if 0 < expand < _EXPANDS:
+                        table[at] = fields
                 kernel = 0 if stage < fused else kernels[i]
                 keys.append(
                     size | kernel << _FIELD_BITS | stride << (2 * _FIELD_BITS) | fields

@@ -358,7 +358,9 @@ def _block_fields(
     c_out = stage_out[stage]
     fields = (channels, hidden, c_out, expand_rank, _rank(ratio, hidden, c_out), int(later))
     if max(fields) >= _FIELD_LIMIT:
-        raise ConfigError(f"width_mult={width}: {max(fields)} channels; expected fewer")
+        raise ConfigError(
+            f"width_mult={width}: {max(fields)} channels; expected fewer than {_FIELD_LIMIT}"
+        )
     packed = 0
     for i, value in enumerate(fields):
         packed |= value << (_FIELD_BITS * (3 + i))
@@ -370,7 +372,7 @@ def block_size(key: int) -> int:
     return key & (_FIELD_LIMIT - 1)
 
 
-def _cnn_keys(cfg: TinyCnnConfig) -> list:
+def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple | int]:
     """One key per piece of :func:`pieces_of` (same order), computed from the config's fields
     without a layer plan: each holds what shapes its piece and nothing else, so equal keys mean
     equal pieces. A block's key is its input map size, kernel (0: fused), stride, channels,
@@ -385,7 +387,7 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list:
         raise ConfigError(f"resolution={res}; expected below {_FIELD_LIMIT}")
     first_stage = 0  # the first stage run on the whole image
     if cfg.patch_grid == 1:
-        keys: list = [("stem", res, cfg.stem_stride, width, cfg.in_channels)]
+        keys: list[tuple | int] = [("stem", res, cfg.stem_stride, width, cfg.in_channels)]
     else:
         strides = (cfg.stem_stride, cfg.first_stage_stride)
         if cfg.patch_stages == 1:  # stem and first block: no low-rank convs
@@ -953,8 +955,7 @@ def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometr
         np.array([[(*rng, *pads, *out) for rng, pads, out in steps] for steps in axis], np.int64),
         np.array(flags, np.int64), np.array([source for _, _, source in layers], np.int64),
         np.array(sorted((*key, *at) for key, at in usage.items()), np.int64).reshape(-1, 4),
-        sliced,
-        out_hw, {}, [],
+        sliced, out_hw, {}, [],
     )  # fmt: skip
 
 

@@ -330,9 +330,10 @@ def test_compiled_combination_equals_the_python_one(pointer_bytes, monkeypatch):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap: the converter runs the first layers of a patch that reads the whole "
-    "image (no slice of its own) among the first patch's ops, while the patched assembly "
-    "runs every patch in row-major order; in rare configs the plan's peak differs",
+    reason="known gap: the converter runs the first ops of a patch that reads the whole "
+    "image (no slice of its own) right after the first patch's, up to its first op reading "
+    "a constant of its own, while the patched assembly runs every patch in row-major order; "
+    "in rare configs the plan's peak differs (see docs/BENCHMARKS.md)",
 )
 @pytest.mark.parametrize(
     ("genome", "pointer_bytes"),

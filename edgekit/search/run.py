@@ -50,6 +50,7 @@ from edgekit.search.trials import (
     Trial,
     choose,
     evaluated_trials,
+    export_arena,
     export_fits,
     misfits,
     pareto_front,
@@ -453,9 +454,9 @@ class _Run:
         self, space: SearchSpace, supernet: tuple[nn.Module, str], trials: list[Trial]
     ) -> dict[str, Any] | None:
         """Export the chosen model; should its export not fit the budgets after all (the
-        memory model equals our exporter's output, but a TensorFlow that converts differently
-        may not), pass it over and export the next choice, at most ``EXPORT_ATTEMPTS`` times.
-        Returns the last export made."""
+        memory model equals our exporter's output but for rare configs, see
+        :func:`misfits`), pass it over and export the next choice, at most
+        ``EXPORT_ATTEMPTS`` times. Returns the last export made."""
         passed_over = {key for key in misfits(self.store.records, self.budget)
                        if key[0] == space.name}  # fmt: skip
         record = None
@@ -466,10 +467,11 @@ class _Run:
             if export_fits(record, self.budget) or len(passed_over) == EXPORT_ATTEMPTS - 1:
                 break
             logger.warning(
-                "%s: the exported %s does not fit %s (flash %d B, estimated %d B; arena "
-                "estimated %d B): this TensorFlow converts differently from the one the memory "
-                "model follows; passing it over", space.name, chosen.genome,
-                self.budget.describe(), record["flash_bytes"], chosen.flash_bytes,
+                "%s: the exported %s does not fit %s (flash %d B, estimated %d B; arena %d B, "
+                "estimated %d B): the config-based memory model was off for it (this "
+                "TensorFlow converts differently, or a rare config, see docs/BENCHMARKS.md); "
+                "passing it over", space.name, chosen.genome, self.budget.describe(),
+                record["flash_bytes"], chosen.flash_bytes, export_arena(record),
                 chosen.arena_bytes,
             )  # fmt: skip
             passed_over.add(chosen.key)

@@ -671,27 +671,32 @@ class _BlockLayers(NamedTuple):
 
 
 @functools.lru_cache(maxsize=4096)
-def _block_layers(
-    width: float, in_channels: int, rank: float, block: int, kernel: int, expand: int,
+def _stage_blocks(
+    width: float, in_channels: int, rank: float, kernel: int, expand: int,
     strides: tuple[int, int], fused: bool,
-) -> _BlockLayers:
-    """The layers of first-stage block ``block`` (-1: the stem and the first block) as a
-    patch runs them, cut from a small config's layer plan (a config's own plan takes longer
-    than the rest of its estimate; these do not depend on the resolution)."""
+) -> tuple[_BlockLayers, ...]:
+    """The stem and first block, then every first-stage block (0 to MAX_DEPTH - 1) with this
+    kernel and expand ratio, as a patch runs them: cut from one small config's layer plan (a
+    config's own plan takes longer than the rest of its estimate; these do not depend on the
+    resolution, nor a block on the blocks after it)."""
     cfg = TinyCnnConfig(
         num_classes=2, in_channels=in_channels, resolution=32, width_mult=width,
-        rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(max(block + 1, 1), 1, 1, 1),
+        rank_ratio=rank, patch_grid=1, patch_stages=1, depths=(MAX_DEPTH, 1, 1, 1),
         kernel_sizes=(kernel,) * 12, expand_ratios=(expand,) * 12, stem_stride=strides[0],
         first_stage_stride=strides[1], fused_stages=int(fused),
     )  # fmt: skip
     layers = layer_plan(cfg)
-    prefix = f"stages.0.{block}."
+    stem = [layer for layer in layers if layer.is_conv and not layer.name.startswith("stages.")]
+    blocks = [
+        [layer for layer in layers if layer.name.startswith(f"stages.0.{block}.")]
+        for block in range(MAX_DEPTH)
+    ]
+    return tuple(_patch_layers(block_layers) for block_layers in (stem, *blocks))
+
+
+def _patch_layers(layers: Sequence[CnnLayer]) -> _BlockLayers:
     patch_layers = []
     for layer in layers:
-        if block >= 0 and not layer.name.startswith(prefix):
-            continue
-        if block < 0 and (not layer.is_conv or layer.name.startswith("stages.")):
-            continue
         key = _patch_layer_key(layer)
         number = _LAYER_NUMBERS.setdefault(key, len(_LAYER_NUMBERS))
         patch_layers.append(_PatchLayer(key, layer.in_shape[2], number))
@@ -756,11 +761,11 @@ def _first_stage(
     expands: tuple[int, ...], strides: tuple[int, int], fused: bool,
 ) -> _FirstStage:  # fmt: skip
     """The layers of a two-stage patched piece, by what shapes them."""
-    parts = [_block_layers(width, channels, rank, -1, 3, 2, strides, fused)]
+    # (the stem and first block do not depend on the kernel and expand ratio)
+    parts = [_stage_blocks(width, channels, rank, 3, 2, strides, fused)[0]]
     for block, (kernel, expand) in enumerate(zip(kernels, expands, strict=True)):
-        parts.append(
-            _block_layers(width, channels, rank, block, kernel, expand, strides, fused)
-        )
+        blocks = _stage_blocks(width, channels, rank, kernel, expand, strides, fused)
+        parts.append(blocks[1 + block])
     layers: tuple[_PatchLayer, ...] = ()
     shapes: list[tuple[int, int, int]] = []
     numbers: list[int] = []

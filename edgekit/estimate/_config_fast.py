@@ -667,7 +667,6 @@ _LAYER_NUMBERS: dict[tuple, int] = {}  # patch layer key -> its number, from 0 u
 class _BlockLayers(NamedTuple):
     layers: tuple[_PatchLayer, ...]
     shapes: tuple[tuple[int, int, int], ...]  # (kernel, stride, skip source in the block or -1)
-    numbers: tuple[int, ...]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -706,9 +705,7 @@ def _patch_layers(layers: Sequence[CnnLayer]) -> _BlockLayers:
         (layer.key[4], layer.key[5], index_of[layer.key[-1]] if layer.key[-1] else -1)
         for layer in patch_layers
     )
-    return _BlockLayers(
-        tuple(patch_layers), shapes, tuple(layer.number for layer in patch_layers)
-    )
+    return _BlockLayers(tuple(patch_layers), shapes)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -768,7 +765,6 @@ def _first_stage(
         parts.append(blocks[1 + block])
     layers: tuple[_PatchLayer, ...] = ()
     shapes: list[tuple[int, int, int]] = []
-    numbers: list[int] = []
     for part in parts:
         offset = len(layers)
         layers += part.layers
@@ -776,13 +772,13 @@ def _first_stage(
             (kernel, stride, source + offset if source >= 0 else -1)
             for kernel, stride, source in part.shapes
         ]
-        numbers += part.numbers
     shapes_key = tuple(shapes)
     shapes_id = _SHAPE_IDS.get(shapes_key)
     if shapes_id is None:
         shapes_id = _SHAPE_IDS[shapes_key] = len(_SHAPES)
         _SHAPES.append(shapes_key)
-    return _FirstStage(layers, _SHAPES[shapes_id], np.array(numbers, np.int64), shapes_id)
+    numbers = np.array([layer.number for layer in layers], np.int64)
+    return _FirstStage(layers, _SHAPES[shapes_id], numbers, shapes_id)
 
 
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
@@ -1230,11 +1226,16 @@ def _concat_terms(
     return len(ops), run, np.array(_columns(flash), np.int64), layouts, ops[0].opcode
 
 
-@functools.lru_cache(maxsize=16)
-def _input_flash(shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-    """The input tensor's flash (as columns, see _columns) and layout bits."""
-    terms = tensor_terms(Tensor(shape, name=INPUT_NAME))
-    return np.array(_columns(_pack(terms)), np.int64), _layout_bits(terms.layouts)
+@functools.lru_cache(maxsize=64)
+def _input_terms(
+    resolution: int, channels: int, alignment: int
+) -> tuple[int, np.ndarray, int, int]:
+    """The model input's arena bytes (aligned), flash (as columns, see _columns; also
+    packed) and layout bits."""
+    terms = tensor_terms(Tensor((1, resolution, resolution, channels), name=INPUT_NAME))
+    columns = _columns(_pack(terms))
+    aligned = -(-resolution * resolution * channels // alignment) * alignment
+    return aligned, np.array(columns, np.int64), _packed(columns), _layout_bits(terms.layouts)
 
 
 def _patched_bundle(cfg: TinyCnnConfig, config: RuntimeConfig, flat: bool) -> _Bundle:
@@ -1332,15 +1333,14 @@ def _compiled_figures(
             np.array([2 * number + kind for number, kind, _ in first_keys], np.int64),
             np.array([key[2] for key in first_keys], np.int64).reshape(-1, 3), columns,
         )  # fmt: skip
-    res, channels = cfg.resolution, cfg.in_channels
-    alignment = config.alignment
     table = state.table
-    input_flash, input_layouts = _input_flash((1, res, res, channels))
+    input_bytes, input_flash, _, input_layouts = _input_terms(
+        cfg.resolution, cfg.in_channels, config.alignment
+    )
     out = combine(
         np.array(chain, np.int64), table.info, table.drops, table.flash, table.key_start,
         table.keys, table.key_flash, table.column_start, table.columns, *first_arrays,
-        -(-res * res * channels // alignment) * alignment, input_flash, state.fixed,
-        _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
+        input_bytes, input_flash, state.fixed, _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
     )  # fmt: skip
     arena, head, tail, tensors, layouts, ops, operators, mask, *columns = out.tolist()
     if arena < 0:
@@ -1374,10 +1374,10 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
         if figures is not None:
             return figures
     bundles = _bundles(cfg, config, flat)
-    res, channels = cfg.resolution, cfg.in_channels
     tensor_count = request_count = 1  # the input
-    input_flash, layouts = _input_flash((1, res, res, channels))
-    flash = _packed(input_flash.tolist())
+    input_bytes, _, flash, layouts = _input_terms(
+        cfg.resolution, cfg.in_channels, config.alignment
+    )
     merged: dict[int, int] = {}
     shared: dict[int, int] = {}
     plans = []
@@ -1395,8 +1395,6 @@ def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures,
         runs.append(run)
     tensor_count += len(merged)
     flash += sum(merged.values()) + sum(shared.values())
-    alignment = config.alignment
-    input_bytes = -(-res * res * channels // alignment) * alignment
     if flat:
         high_water = flat_high_water(plans, input_bytes)
     else:

@@ -456,23 +456,27 @@ def _assemble(
     flash += layer_own[1:] + known_flash + concat_flash
     # The constants other pieces may hold too: the geometry's, then each template's.
     used = np.zeros(info.shape[0], np.bool_)
+    distinct = np.empty(added_count, np.int64)  # the templates added, each once
+    distinct_count = 0
     key_count = len(known_keys)
     for a in range(added_count):
         t = added[a]
         if not used[t]:
             used[t] = True
+            distinct[distinct_count] = t
+            distinct_count += 1
             key_count += public_start[t + 1] - public_start[t]
     keys = np.empty(key_count, np.int64)
     key_flash = np.empty((key_count, 3), np.int64)
     keys[: len(known_keys)] = known_keys
     key_flash[: len(known_keys)] = known_key_flash
     k = len(known_keys)
-    for t in range(info.shape[0]):
-        if used[t]:
-            for e in range(public_start[t], public_start[t + 1]):
-                keys[k] = public_keys[e]
-                key_flash[k] = public_flash[e]
-                k += 1
+    for d in range(distinct_count):
+        t = distinct[d]
+        for e in range(public_start[t], public_start[t + 1]):
+            keys[k] = public_keys[e]
+            key_flash[k] = public_flash[e]
+            k += 1
     first = added[0] if added_count else -1
     return (
         ASSEMBLED, first, columns, part, dropped, flash, keys, key_flash, met[:met_count],

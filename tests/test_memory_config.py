@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import numpy as np
 import pytest
@@ -45,6 +46,9 @@ EXPORTED = [
     # (that patch's layer still gets the other patches' int8 range, so one bias buffer).
     ("tiny-cnn", "r24-w0.5-rk0.5-p2s1-k3.3.3.3-e2.2.2.2", 1),
     ("tiny-cnn", "r28-st1-w0.35-rk1-p3s2-f1-k3.5.5.5-e6.2.3.4", 3),
+    # The middle patch of a 3x3 grid reads the whole image (no slice of its own): it still
+    # runs in its turn, after patch (1, 0), as every patch waits on the one before.
+    ("tiny-cnn", "r24-st1-w0.35-rk0.75-p3s2-fs1-k573.5.5.577-e326.3.3.624", 3),
     # tiny-resnet: whole-image with residuals where a stage keeps its width (stem = stage 1,
     # second blocks), and patched over a two-block first stage and a stride-2 block.
     ("tiny-resnet", "r24-c16-w16.24.32-d1.2.1-p1", 3),
@@ -108,6 +112,29 @@ def test_synthesised_graph_has_the_converted_ops_and_tensors(exported, entry):
     estimate = estimate_config(cfg)
     assert estimate.op_count == len(graph.operators)
     assert estimate.tensor_count == len(graph.tensors)
+
+
+PATCHED = [
+    (space, genome, channels)
+    for space, genome, channels in EXPORTED
+    if space != "tiny-vit" and get_space(space).decode(genome).patch_grid > 1
+]
+
+
+@pytest.mark.parametrize("entry", PATCHED, ids=[f"{s}-{g}-c{c}" for s, g, c in PATCHED])
+def test_patches_run_one_after_another(converted, entry):
+    """Row by row, left to right, each patch's ops after the previous patch's, also where a
+    patch reads the whole image (no op of its own ties it to its turn but the exporter's
+    control input)."""
+    _, model = converted[entry]
+    graph = parse_model(model).subgraphs[0]
+    patches = []
+    for op in graph.operators:
+        found = re.match(r"patch(\d+)_(\d+)/", graph.tensors[op.outputs[0]].name)
+        if found:
+            patches.append((int(found[1]), int(found[2])))
+    assert len(set(patches)) > 1
+    assert patches == sorted(patches)
 
 
 @pytest.mark.parametrize("entry", EXPORTED, ids=[f"{s}-{g}-c{c}" for s, g, c in EXPORTED])

@@ -1356,9 +1356,7 @@ _estimates = 0
 
 
 def fast_figures(cfg: SpaceConfig, config: RuntimeConfig) -> tuple[ArenaFigures, int]:
-    """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's (known
-    exception: a two-stage patched CNN whose patch reading the whole image follows sliced
-    ones, which the converter runs partly out of row-major order; see docs/BENCHMARKS.md)."""
+    """(arena figures, flash bytes) of ``cfg``, equal to the whole-graph synthesis's."""
     # Compiled code costs ~1.5 s to load (~10 s to compile once per installation): worth it
     # in a search only. It then plans tiny-cnn's and tiny-vit's chains flat and adds up their
     # pieces (see _combine). tiny-resnet keeps the memoising chain planner: its few kinds

@@ -203,11 +203,17 @@ def patched_layers(
     """``layers`` run patch by patch as ``plan`` says, then concatenated."""
     weights = {layer.name: _cnn_weights(b, layer, True) for layer in layers}
     rows: list[Value] = []
+    previous: str | None = None
     for i in range(plan.grid):
         row: list[Value] = []
         for j in range(plan.grid):
             steps = plan.patches[i * plan.grid + j]
-            row.append(_patch_layers(b, f"patch{i}_{j}", image, layers, steps, weights))
+            patch = f"patch{i}_{j}"
+            entry = image
+            if previous is not None:  # the exporter's control input: patches run in turn
+                entry = b.node(f"{patch}/input/Identity", image[0], previous), image[1]
+            row.append(_patch_layers(b, patch, entry, layers, steps, weights))
+            previous = row[-1][0]
         rows.append(_concat(b, f"patch_row{i}", row, axis=2))
     return _concat(b, "patch_merge", rows, axis=1)
 

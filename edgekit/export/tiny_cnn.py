@@ -9,8 +9,10 @@ With ``patch_grid > 1`` the first layers run patch by patch exactly as
 :func:`edgekit.spaces.tiny_cnn.patch_plan` schedules them: STRIDED_SLICE of the input region,
 PAD only where the region leaves the feature map, VALID convs, the residual's skip cropped with
 STRIDED_SLICE, and CONCATENATION of the patch outputs (each row along the width, then the rows
-along the height). Every op is plain TFLite, so TFLite Micro runs it unchanged. Each layer gets
-one int8 range over all its patches (``shared_range_scopes``), as in the whole-image network.
+along the height). Patches run one after another in row-major order (each waits on the
+previous one's output), so no patch's maps stay alive while another patch runs. Every op is
+plain TFLite, so TFLite Micro runs it unchanged. Each layer gets one int8 range over all its
+patches (``shared_range_scopes``), as in the whole-image network.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def _run_patches(
 ) -> tf.Tensor:
     skip_sources = {layer.residual_from for layer in layers if layer.residual_from}
     rows = []
+    previous: tf.Tensor | None = None
     for i in range(plan.grid):
         row = []
         for j in range(plan.grid):
@@ -87,7 +90,15 @@ def _run_patches(
             with tf.name_scope(f"patch{i}_{j}"):  # see PATCH_SCOPE
                 y0, y1, x0, x1 = steps[0].in_region
                 with tf.name_scope("input"):
-                    x = _crop(image, (y0, y1), (x0, x1))
+                    x = image
+                    if previous is not None:
+                        # The converter orders ops by name otherwise: a patch that reads the
+                        # whole image (no slice of its own) would start with the first
+                        # patch, whose names its shared weights carry, and hold its maps
+                        # while the patches between run. The Identity is folded away.
+                        with tf.control_dependencies([previous]):
+                            x = tf.identity(image)
+                    x = _crop(x, (y0, y1), (x0, x1))
                 skips: dict[str, tuple[tf.Tensor, tuple[int, int, int, int]]] = {}
                 for layer, step in zip(layers, steps, strict=True):
                     with tf.name_scope(layer.name):
@@ -103,6 +114,7 @@ def _run_patches(
                             y = y + _crop(skip, (oy0 - sy, oy1 - sy), (ox0 - sx, ox1 - sx))
                         x = y
                 row.append(x)
+                previous = x
         with tf.name_scope(f"patch_row{i}"):
             rows.append(tf.concat(row, axis=2) if len(row) > 1 else row[0])
     with tf.name_scope("patch_merge"):

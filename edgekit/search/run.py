@@ -469,7 +469,7 @@ class _Run:
             logger.warning(
                 "%s: the exported %s does not fit %s (flash %d B, estimated %d B; arena %d B, "
                 "estimated %d B): the config-based memory model was off for it (this "
-                "TensorFlow converts differently, or a rare config, see docs/BENCHMARKS.md); "
+                "TensorFlow converts differently, see docs/BENCHMARKS.md); "
                 "passing it over", space.name, chosen.genome, self.budget.describe(),
                 record["flash_bytes"], chosen.flash_bytes, export_arena(record),
                 chosen.arena_bytes,

@@ -152,9 +152,9 @@ def misfits(records: Iterable[Mapping[str, Any]], budget: Budget) -> set[tuple[s
     """(space, genome) of the search's exported models that do not fit ``budget`` and were
     passed over: the first ``EXPORT_ATTEMPTS - 1`` of each space, in export order (a space's
     last attempt stands even when over; re-exports of Pareto points do not count). The
-    config-based figures equal the file's but for rare configs (a TensorFlow that converts
-    differently; a known patch-order gap of two-stage patched CNNs, see docs/BENCHMARKS.md),
-    so an export can come out over a budget its config met."""
+    config-based figures equal the file's, but a TensorFlow that converts differently from
+    the one they were checked against (see docs/BENCHMARKS.md) can make an export come out
+    over a budget its config met."""
     passed_over: dict[str, list[str]] = {}
     for r in records:
         if r.get("kind") == "export" and not r.get("reexport") and not export_fits(r, budget):

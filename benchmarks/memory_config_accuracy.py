@@ -15,13 +15,18 @@ input channels) the int8 model is exported exactly as ``edgekit.export`` ships i
   models, one per space, in N). The interpreter's bisection takes seconds per model, so
   measured arenas are kept in ``--cache-dir`` keyed by the model file's hash.
 
+With ``--synthesis-check N``: the fast path (``fast_figures``, compiled code on from the
+first config) against the full graph synthesis (``estimate_config``) on N new random configs
+per family, a random pointer width each: arena, head, tail and flash must all be equal (no
+export: the synthesis equals the exported files, see above and the tests).
+
 Then the fast path's throughput on one core: configs/s with cold caches, in steady state (new
 configs, piece caches warm) and for repeated configs, per family (tiny-cnn whole-image, tiny-cnn
 patched, tiny-vit). Prints markdown tables. tiny-cnn configs are planned as in a search, by the
 compiled flat planner (``edgekit.estimate._flat_plan``) when numba is installed.
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/memory_config_accuracy.py [--count 200]
-     [--measure-every 1] [--cache-dir DIR] [--json FILE]
+     [--measure-every 1] [--synthesis-check 0] [--cache-dir DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -201,6 +206,61 @@ def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
     return results
 
 
+def _late_whole_patch(cfg: Any) -> bool:
+    """Whether a patch that reads the whole image comes after one that reads a slice of it
+    (the converter ran such a patch partly out of turn before the exporter chained them)."""
+    from edgekit.spaces.tiny_cnn import patch_plan
+
+    whole = (0, cfg.resolution, 0, cfg.resolution)
+    sliced = False
+    for steps in patch_plan(cfg).patches:
+        sliced = sliced or steps[0].in_region != whole
+        if sliced and steps[0].in_region == whole:
+            return True
+    return False
+
+
+def synthesis_check(count: int, seed: int) -> list[dict[str, Any]]:
+    """Fast path vs full synthesis on ``count`` new random configs per family."""
+    from edgekit.estimate import _config_fast
+    from edgekit.estimate.from_config import _runtime_for, estimate_config
+
+    rng = random.Random(seed)
+    results = []
+    for name, space_name, keep in (
+        ("tiny-cnn whole-image", "tiny-cnn", lambda c: c.patch_grid == 1),
+        ("tiny-cnn patched, 1 stage", "tiny-cnn",
+         lambda c: c.patch_grid > 1 and c.patch_stages == 1),
+        ("tiny-cnn patched, 2 stages", "tiny-cnn",
+         lambda c: c.patch_grid > 1 and c.patch_stages == 2),
+        ("2 stages, a whole-image patch after sliced ones", "tiny-cnn",
+         lambda c: c.patch_grid > 1 and c.patch_stages == 2 and _late_whole_patch(c)),
+        ("tiny-vit", "tiny-vit", lambda c: True),
+    ):  # fmt: skip
+        space = get_space(space_name, rng.choice([2, 10]), rng.choice([1, 3]))
+        checked, mismatches, seen = 0, [], set()
+        while checked < count:
+            cfg = space.sample(rng)
+            try:
+                if cfg in seen or not keep(cfg):
+                    continue
+                pointer = rng.choice([4, 8])
+                figures, flash = _config_fast.fast_figures(cfg, _runtime_for(pointer, 16))
+            except ConfigError:  # a patch grid too fine for the network
+                continue
+            seen.add(cfg)
+            full = estimate_config(cfg, pointer_bytes=pointer)
+            if (figures.arena_bytes, figures.head_bytes, figures.tail_bytes, flash) != (
+                full.arena_bytes, full.head_bytes, full.tail_bytes, full.flash_bytes
+            ):  # fmt: skip
+                mismatches.append(f"{space.encode(cfg)} ({8 * pointer}-bit)")
+                print(f"  mismatch: {mismatches[-1]}", flush=True)
+            checked += 1
+        print(f"synthesis check, {name}: {len(mismatches)} mismatches of {checked}", flush=True)
+        results.append({"family": name, "n": checked, "mismatches": mismatches})
+    return results
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in ("all", "tiny-cnn whole-image", "tiny-cnn patched", "tiny-resnet", "tiny-vit"):
@@ -237,7 +297,24 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) -> None:
+def print_tables(
+    summary: list[dict[str, Any]], speeds: list[dict[str, Any]], checks: list[dict[str, Any]]
+) -> None:
+    if summary:
+        _print_accuracy(summary)
+    if checks:
+        print("\n### Fast path vs full synthesis (arena, head, tail, flash)\n")
+        print("| family | configs | mismatches |")
+        print("|---|---:|---|")
+        for c in checks:
+            shown = ", ".join(f"`{m}`" for m in c["mismatches"][:3]) or "0"
+            more = f" and {len(c['mismatches']) - 3} more" if len(c["mismatches"]) > 3 else ""
+            print(f"| {c['family']} | {c['n']} | {shown}{more} |")
+    if speeds:
+        _print_speeds(speeds)
+
+
+def _print_accuracy(summary: list[dict[str, Any]]) -> None:
     print("\n### Config-based vs file-based arena and flash\n")
     print("| models | n | arena exact (64-bit) | max / mean err B | arena exact (32-bit) | "
           "max / mean err B | flash exact | flash max / mean err B | flash max / mean rel % | "
@@ -261,6 +338,9 @@ def print_tables(summary: list[dict[str, Any]], speeds: list[dict[str, Any]]) ->
             f"{s['flash_mean_rel_pct']:.2f} | {s['flash_under_n']} ({s['flash_under_max']}) | "
             f"{measured} | {saved} |"
         )
+
+
+def _print_speeds(speeds: list[dict[str, Any]]) -> None:
     print("\n### estimate_config_bytes throughput (configs per CPU second, one core, 32-bit "
           "build)\n")  # fmt: skip
     print("| family | cold caches | steady state (new configs, warm piece caches) | "
@@ -282,6 +362,10 @@ def main() -> None:
         help="measure with the TFLM interpreter one pair of models in N (1: all, 0: never)",
     )  # fmt: skip
     parser.add_argument(
+        "--synthesis-check", type=int, default=0, metavar="N",
+        help="also check the fast path against the full synthesis on N configs per family",
+    )  # fmt: skip
+    parser.add_argument(
         "--speed-warmup", type=int, default=10_000,
         help="new configs run before the steady-state speed run (fills the piece caches)",
     )  # fmt: skip
@@ -291,10 +375,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument(
         "--cache-dir", type=Path,
-        # Renamed whenever the exporter's output changes (last: one int8 range per layer
-        # over all patches, also where a PAD folds into one patch's conv), so that no run
-        # reuses models exported the old way.
-        default=Path(tempfile.gettempdir()) / "edgekit_memory_config_models_3",
+        # Renamed whenever the exporter's output changes (last: patches run one after
+        # another, each waiting on the previous one's output), so that no run reuses models
+        # exported the old way.
+        default=Path(tempfile.gettempdir()) / "edgekit_memory_config_models_4",
         help="where exported models are kept between runs",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write rows and summaries here")
@@ -313,17 +397,19 @@ def main() -> None:
     pairs = sample_configs(args.count, args.seed, tuple(args.spaces))
     rows = accuracy(pairs, args.cache_dir, args.measure_every)
     accuracy_seconds = time.perf_counter() - started
+    checks = synthesis_check(args.synthesis_check, args.seed + 2) if args.synthesis_check else []
     speeds = (
         speed(args.speed_configs, args.speed_warmup, args.seed + 1) if args.speed_configs else []
     )
     summary = summarize(rows)
-    print_tables(summary, speeds)
+    print_tables(summary, speeds, checks)
     total = time.perf_counter() - started
     print(f"\naccuracy part {accuracy_seconds:.0f} s (exports cached in {args.cache_dir}), "
           f"total {total:.0f} s")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(
-            {"summary": summary, "speed": speeds, "rows": rows, "seconds": total}, indent=2,
+            {"summary": summary, "speed": speeds, "synthesis_check": checks, "rows": rows,
+             "seconds": total}, indent=2,
             default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o),
         ))  # fmt: skip
 

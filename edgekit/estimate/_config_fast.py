@@ -1026,29 +1026,31 @@ def _template(
     )  # fmt: skip
 
 
-_CODE_ENTRIES: dict[int, tuple[tuple[int, int], tuple[tuple[int, int], ...]]] = {}
+# int32 constant code -> (flash of the constant, flash of its data unless other pieces may
+# hold it too, (key, flash columns) of data other pieces may hold too: see _geometric_constants)
+_CODE_TERMS: dict[int, tuple[int, int, tuple[tuple[int, list[int]], ...]]] = {}
 
 
-def _code_entries(code: int) -> tuple[tuple[int, int], tuple[tuple[int, int], ...]]:
-    """(merged entry, shared entries) of an int32 constant by its code (see
+def _code_terms(code: int) -> tuple[int, int, tuple[tuple[int, list[int]], ...]]:
+    """:data:`_CODE_TERMS` of an int32 constant by its code (see
     ``_patched_kernel.CODE_SHIFT``), as ``GraphBuilder.index_constant`` makes it."""
-    entries = _CODE_ENTRIES.get(code)
-    if entries is None:
-        kind = code >> _patched_kernel.CODE_SHIFT
-        digits = [(code >> (8 * i)) & 255 for i in range(4)]
-        if kind == _patched_kernel.BEGIN_END:
-            shape, values = (4,), (0, digits[0], digits[1], 0)
-        elif kind == _patched_kernel.STRIDES:
-            shape, values = (4,), (1, 1, 1, 1)
+    kind = code >> _patched_kernel.CODE_SHIFT
+    digits = [(code >> (8 * i)) & 255 for i in range(4)]
+    if kind == _patched_kernel.BEGIN_END:
+        shape, values = (4,), (0, digits[0], digits[1], 0)
+    elif kind == _patched_kernel.STRIDES:
+        shape, values = (4,), (1, 1, 1, 1)
+    else:
+        shape, values = (4, 2), (0, 0, *digits, 0, 0)
+    tensor = GraphBuilder().index_constant(values, shape)
+    private, public = 0, []
+    for key, part in shared_terms(tensor):
+        if _is_public(key):
+            public.append((2 * _key_number(key) + 1, _columns(_pack(part))[:3]))
         else:
-            shape, values = (4, 2), (0, 0, *digits, 0, 0)
-        b = GraphBuilder()
-        tensor = b.index_constant(values, shape)
-        entries = _CODE_ENTRIES[code] = (
-            (_key_number(tensor.merge_key), _pack(tensor_terms(tensor))),  # type: ignore[arg-type]
-            tuple((_key_number(key), _pack(part)) for key, part in shared_terms(tensor)),
-        )
-    return entries
+            private += _pack(part)
+    terms = _CODE_TERMS[code] = (_pack(tensor_terms(tensor)), private, tuple(public))
+    return terms
 
 
 def _add_templates(
@@ -1160,7 +1162,7 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     store = templates.store
     if slice_id == _patched_kernel.UNUSABLE or concat_run is None or store.scratch_count:
         return None
-    for _ in range(3):  # at most: templates missing, then constants unknown, then done
+    for _ in range(2):  # at most: templates missing, then done
         # The geometry's constants are known from its first assembly on.
         known = geometry.constants or _NO_CONSTANTS
         status, first, columns, info, dropped, flash, keys, key_flash, met, data = kernel(
@@ -1175,9 +1177,14 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
             store = templates.store
         elif status == _patched_kernel.UNUSABLE:
             return None
-        elif not geometry.constants:
-            geometry.constants.extend(_geometric_constants(met, data))
         else:
+            if not geometry.constants:  # added here as the kernel adds known ones
+                geometry.constants.extend(_geometric_constants(met, data))
+                count, constant_flash, constant_keys, constant_key_flash = geometry.constants
+                info[0] += count
+                flash += constant_flash
+                keys = np.concatenate((constant_keys, keys))
+                key_flash = np.concatenate((constant_key_flash, key_flash))
             break
     else:
         raise AssertionError("the patched assembly did not settle")
@@ -1191,26 +1198,22 @@ _NO_CONSTANTS = (
 
 
 def _geometric_constants(met: np.ndarray, data: np.ndarray) -> tuple:
-    """(tensors, flash columns) of the int32 constants a patched part merges by value, and
-    the keys (2 * key number + 1) and flash of their shared data other pieces may hold too
-    (a slice's begin of zeros)."""
-    count = flash = 0
-    for code in set(met.tolist()):
-        flash += _code_entries(code)[0][1]
-        count += 1
-    shared: dict[int, int] = {}
-    for code in set(data.tolist()):
-        shared.update(_code_entries(code)[1])
-    keys, key_flash = [], []
-    for number, value in shared.items():
-        if _is_public(_KEY_TUPLES[number]):
-            keys.append(2 * number + 1)
-            key_flash.append(_columns(value)[:3])
-        else:
-            flash += value
+    """(tensors, flash columns) of the int32 constants a patched part merges by value (the
+    codes of those ``met``; ``data``: of those whose data it adds), and the keys (2 * key
+    number + 1) and flash of their shared data other pieces may hold too (a slice's begin of
+    zeros). Distinct codes hold distinct values, so their data are distinct buffers."""
+    met_codes, data_codes = set(met.tolist()), set(data.tolist())
+    terms = _CODE_TERMS
+    for code in met_codes | data_codes:
+        if code not in terms:
+            _code_terms(code)
+    flash = sum([terms[code][0] for code in met_codes])
+    flash += sum([terms[code][1] for code in data_codes])
+    public = [entry for code in data_codes for entry in terms[code][2]]
     return (
-        count, np.array(_columns(flash), np.int64), np.array(keys, np.int64),
-        np.array(key_flash, np.int64).reshape(-1, 3),
+        len(met_codes), np.array(_columns(flash), np.int64),
+        np.array([key for key, _ in public], np.int64),
+        np.array([columns for _, columns in public], np.int64).reshape(-1, 3),
     )  # fmt: skip
 
 

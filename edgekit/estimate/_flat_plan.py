@@ -77,11 +77,45 @@ def greedy_high_water(columns: np.ndarray, input_size: int) -> int:
         last[n] = base + ops + (columns[1, at] if at < total else 0)
         n += 1
         base += ops
+    return _first_fit(size, first, last, _placement_order(size, rank))
+
+
+def _placement_order(size: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Indices by size, then rank, both descending (TFLM's order). Ranks are distinct. A
+    radix sort of (size, rank) packed into 32 bits where they fit (a chain's ~200 buffers:
+    a few microseconds less than a comparison sort), else a comparison sort."""
+    count = len(size)
+    most_size = most_rank = 0
+    for i in range(count):
+        most_size = max(most_size, size[i])
+        most_rank = max(most_rank, rank[i])
+    rank_bits = 0
+    while (1 << rank_bits) <= most_rank:
+        rank_bits += 1
+    if most_size >= 1 << (32 - rank_bits):
+        key = np.empty(count, np.int64)
+        for i in range(count):
+            key[i] = -(size[i] * _RANK_SPAN + rank[i])
+        return np.argsort(key)
+    # Least significant byte first, each pass stable: ascending keys, read back to front.
+    order = np.arange(count)
+    spare = np.empty(count, np.int64)
     key = np.empty(count, np.int64)
     for i in range(count):
-        key[i] = -(size[i] * _RANK_SPAN + rank[i])
-    order = np.argsort(key)
-    return _first_fit(size, first, last, order)
+        key[i] = (size[i] << rank_bits) | rank[i]
+    counts = np.empty(257, np.int64)
+    for shift in range(0, 32, 8):
+        counts[:] = 0
+        for i in range(count):
+            counts[1 + ((key[order[i]] >> shift) & 255)] += 1
+        for b in range(256):
+            counts[b + 1] += counts[b]
+        for i in range(count):
+            digit = (key[order[i]] >> shift) & 255
+            spare[counts[digit]] = order[i]
+            counts[digit] += 1
+        order, spare = spare, order
+    return order[::-1].copy()
 
 
 _LONG_LIVED = 4  # ops from which a buffer's lifetime counts as long
@@ -98,7 +132,9 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
     ops = 0
     for i in range(count):
         ops = max(ops, last[i] + 1)
-    # Op s's placed short-lived buffers by offset: alive[begin[s]:filled[s]].
+    # Op s's placed short-lived buffers by offset: their (start, end) offsets at
+    # [begin[s], filled[s]) of alive_start and alive_end (kept inline: read far more often
+    # than inserted).
     begin = np.zeros(ops + 1, np.int64)
     for i in range(count):
         if last[i] - first[i] < _LONG_LIVED:
@@ -106,15 +142,12 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
                 begin[s + 1] += 1
     for s in range(ops):
         begin[s + 1] += begin[s]
-    alive = np.empty(begin[ops], np.int64)
+    alive_start = np.empty(begin[ops], np.int64)
+    alive_end = np.empty(begin[ops], np.int64)
     filled = begin[:ops].copy()
-    long_lived = np.empty(count, np.int64)  # placed long-lived buffers by offset
+    # Placed long-lived buffers by offset: (start, end, first op, last op).
+    long_lived = np.empty((count, 4), np.int64)
     longs = 0
-    # Placed buffers by placement number.
-    start = np.empty(count, np.int64)
-    end = np.empty(count, np.int64)
-    alive_from = np.empty(count, np.int64)
-    alive_to = np.empty(count, np.int64)
     seen = np.empty(ops, np.int64)  # per op of the buffer's lifetime: entries looked at
     high = 0
     for placed in range(count):
@@ -131,41 +164,43 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
         while moved:
             moved = False
             k = seen_long
-            while k < longs and start[long_lived[k]] < offset + wanted:
-                q = long_lived[k]
-                if end[q] > offset and alive_from[q] <= t and f <= alive_to[q]:
-                    offset = end[q]
+            while k < longs and long_lived[k, 0] < offset + wanted:
+                if long_lived[k, 1] > offset and long_lived[k, 2] <= t and f <= long_lived[k, 3]:
+                    offset = long_lived[k, 1]
                     moved = True
                 k += 1
             seen_long = k
             for s in range(f, t + 1):
                 k = seen[s]
-                while k < filled[s] and start[alive[k]] < offset + wanted:
-                    if end[alive[k]] > offset:
-                        offset = end[alive[k]]
+                while k < filled[s] and alive_start[k] < offset + wanted:
+                    if alive_end[k] > offset:
+                        offset = alive_end[k]
                         moved = True
                     k += 1
                 seen[s] = k
-        start[placed], end[placed] = offset, offset + wanted
-        alive_from[placed], alive_to[placed] = f, t
         high = max(high, offset + wanted)
         if t - f < _LONG_LIVED:
             for s in range(f, t + 1):
-                _insert(alive, begin[s], filled[s], placed, start)
+                # insertion by offset into op s's list
+                k = filled[s]
+                while k > begin[s] and alive_start[k - 1] > offset:
+                    alive_start[k] = alive_start[k - 1]
+                    alive_end[k] = alive_end[k - 1]
+                    k -= 1
+                alive_start[k] = offset
+                alive_end[k] = offset + wanted
                 filled[s] += 1
         else:
-            _insert(long_lived, 0, longs, placed, start)
+            k = longs
+            while k > 0 and long_lived[k - 1, 0] > offset:
+                long_lived[k] = long_lived[k - 1]
+                k -= 1
+            long_lived[k, 0] = offset
+            long_lived[k, 1] = offset + wanted
+            long_lived[k, 2] = f
+            long_lived[k, 3] = t
             longs += 1
     return high
-
-
-def _insert(by_offset: np.ndarray, low: int, end: int, item: int, start: np.ndarray) -> None:
-    """Put ``item`` into ``by_offset[low:end]`` (ordered by ``start``)."""
-    k = end
-    while k > low and start[by_offset[k - 1]] > start[item]:
-        by_offset[k] = by_offset[k - 1]
-        k -= 1
-    by_offset[k] = item
 
 
 @functools.cache
@@ -179,9 +214,9 @@ def kernel() -> Callable[[np.ndarray, int], int] | None:
     # cache=True: compiled once per installation (~5 s), then loaded (~1 s).
     # greedy_high_water finds these by their global names: compiled code must find them
     # compiled.
-    global _first_fit, _insert
-    _insert = njit(cache=True, nogil=True, inline="always")(_insert)
+    global _first_fit, _placement_order
     _first_fit = njit(cache=True, nogil=True)(_first_fit)
+    _placement_order = njit(cache=True, nogil=True)(_placement_order)
     planner = njit(cache=True, nogil=True)(greedy_high_water)
     try:
         planner(piece_columns(1, 1, 16, ()), 16)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -242,6 +243,41 @@ def test_compiled_patch_assembly_equals_the_python_assembly(seed):
             expected = _config_fast._assembled_patched(cfg, config)
             assert _bundle_figures(compiled) == _bundle_figures(expected), (cfg, pointer_bytes)
     assert len(_config_fast._TEMPLATES) == 2  # one store per runtime
+
+
+def test_grid_geometry_is_the_exporters_patch_plan():
+    """The compiled grid geometry's ranges and zeros per axis position and layer are the
+    exporter's patch plan (``axis_plan``), and compiled and plain Python agree, for random
+    layer shapes and grids."""
+    from edgekit.spaces.tiny_cnn import axis_plan, same_padding
+
+    rng = random.Random(8)
+    compiled = _patched_kernel.geometry()
+    for _ in range(300):
+        layers = rng.randint(3, 16)
+        kernels = [rng.choice([1, 3, 5, 7]) for _ in range(layers)]
+        strides = [rng.choice([1, 1, 2]) for _ in range(layers)]
+        sources = [rng.randrange(i) if i and rng.random() < 0.3 else -1 for i in range(layers)]
+        resolution, grid = rng.choice([16, 24, 32, 40]), rng.randint(2, 4)
+        arrays = [np.array(values, np.int64) for values in (kernels, strides, sources)]
+        result = compiled(resolution, grid, *arrays)
+        python = _patched_kernel._grid_geometry(resolution, grid, *arrays)
+        assert result[0] == python[0]
+        for got, expected in zip(result[1:], python[1:], strict=True):
+            np.testing.assert_array_equal(got, expected)
+        convs, size = [], resolution
+        for kernel, stride in zip(kernels, strides, strict=True):
+            out, before, _ = same_padding(size, kernel, stride)
+            convs.append((size, kernel, stride, before))
+            size = out
+        assert result[0] == size
+        if size < grid:
+            assert result[1].size == 0
+            continue
+        plan = axis_plan(size, grid, tuple(convs))
+        assert result[1].tolist() == [
+            [[*rows, *zeros, *out] for rows, zeros, out in steps] for steps in plan
+        ]
 
 
 def test_patch_assembly_runs_as_plain_python_too(monkeypatch):

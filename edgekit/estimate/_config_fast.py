@@ -740,6 +740,7 @@ class _FirstStage(NamedTuple):
 # channels only share them, and a number hashes faster than ~15 tuples.
 _SHAPES: list[tuple[tuple[int, int, int], ...]] = []
 _SHAPE_IDS: dict[tuple[tuple[int, int, int], ...], int] = {}
+_SHAPE_ARRAYS: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # kernels, strides, sources
 
 
 def _first_stage_of(cfg: TinyCnnConfig) -> _FirstStage:
@@ -777,6 +778,8 @@ def _first_stage(
     if shapes_id is None:
         shapes_id = _SHAPE_IDS[shapes_key] = len(_SHAPES)
         _SHAPES.append(shapes_key)
+        columns = np.array(shapes_key, np.int64).T.copy()
+        _SHAPE_ARRAYS.append((columns[0], columns[1], columns[2]))
     numbers = np.array([layer.number for layer in layers], np.int64)
     return _FirstStage(layers, _SHAPES[shapes_id], numbers, shapes_id)
 
@@ -915,48 +918,24 @@ class _PatchGeometry(NamedTuple):
 
 @functools.lru_cache(maxsize=4096)
 def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometry:
-    """The grid of a patched part whose layers have these shapes (see _FirstStage)."""
-    layers = _SHAPES[shapes_id]
-    axis = _patch_axis(resolution, grid, tuple((k, s) for k, s, _ in layers))
-    flags = []  # (position, layer), see _PatchGeometry (Python lists: faster to fill)
-    for steps in axis:
-        row = []
-        for index, ((r0, r1), pads, (o0, o1)) in enumerate(steps):
-            kernel, stride, source = layers[index]
-            bits = int(bool(pads[0] or pads[1]))
-            bits |= 2 * (same_padding(r1 - r0, kernel, stride)[1:] == pads)
-            if source >= 0:
-                bits |= 4 * ((o0, o1) != steps[source][0])
-            row.append(bits)
-        flags.append(row)
-    # Patch (i, j) runs layer ``index`` in the variant its rows' and columns' flags make; a
-    # variant's first use in row-major order is at the first rows and columns with flags
-    # that make it (a few distinct flags per layer, not grid x grid patches).
-    usage: dict[tuple[int, int], tuple[int, int]] = {}
-    for index, (_, _, source) in enumerate(layers):
-        first_at: dict[int, int] = {}  # flags -> first position with them
-        for position in range(grid):
-            first_at.setdefault(flags[position][index], position)
-        for fi, i in first_at.items():
-            for fj, j in first_at.items():
-                kind = 0 if not (fi | fj) & 1 else 1 if fi & fj & 2 else 2
-                variant = 2 * kind + int(source >= 0 and bool((fi | fj) & 4))
-                at = usage.get((index, variant))
-                if at is None or (i, j) < at:
-                    usage[(index, variant)] = (i, j)
-    whole = (0, resolution)
+    """The grid of a patched part whose layers have these shapes (see _FirstStage), worked
+    out in compiled code (see _patched_kernel._grid_geometry)."""
+    kernels, strides, sources = _SHAPE_ARRAYS[shapes_id]
+    size, axis, flags, usage = _patched_kernel.geometry()(
+        resolution, grid, kernels, strides, sources
+    )
+    if size < grid:
+        raise ConfigError(
+            f"patch_grid={grid}: the patched part's output is only {size}x{size}; "
+            f"use a grid of at most {size}"
+        )
     # The first patch (row-major) that reads part of the image, if any.
-    cut = [position for position in range(grid) if axis[position][0][0] != whole]
-    sliced = (0, cut[0]) if cut else None
-    out_hw = tuple(
-        (axis[i][-1][2][1] - axis[i][-1][2][0], axis[j][-1][2][1] - axis[j][-1][2][0])
-        for i in range(grid) for j in range(grid)
-    )  # fmt: skip
+    cut = [position for position in range(grid) if axis[position, 0, 1] - axis[position, 0, 0]
+           != resolution]  # fmt: skip
+    sizes = (axis[:, -1, 5] - axis[:, -1, 4]).tolist()
     return _PatchGeometry(
-        np.array([[(*rng, *pads, *out) for rng, pads, out in steps] for steps in axis], np.int64),
-        np.array(flags, np.int64), np.array([source for _, _, source in layers], np.int64),
-        np.array(sorted((*key, *at) for key, at in usage.items()), np.int64).reshape(-1, 4),
-        sliced, out_hw, {}, [],
+        axis, flags, sources, usage, (0, cut[0]) if cut else None,
+        tuple((height, width) for height in sizes for width in sizes), {}, [],
     )  # fmt: skip
 
 

@@ -484,6 +484,103 @@ def _assemble(
     )  # fmt: skip
 
 
+def _grid_geometry(
+    resolution: int, grid: int, kernels: np.ndarray, strides: np.ndarray, sources: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The grid of a patched part whose layers have these kernels, strides and residual
+    sources (-1: none), as ``_config_fast._patch_geometry`` describes it: (the patched
+    output's size, axis, flags, usage). ``axis``: per axis position and layer, input range,
+    zeros before and after, output range, as ``edgekit.spaces.tiny_cnn.axis_plan`` gives
+    them (rows and columns alike); ``flags``: bit 0 zeros, bit 1 zeros equal to SAME
+    padding, bit 2 skip cropped; ``usage``: (layer, variant, i, j) of each variant the grid
+    uses, at its first patch in row-major order. Empty axis when the output is smaller than
+    the grid."""
+    layers = len(kernels)
+    in_size = np.empty(layers, np.int64)
+    before = np.empty(layers, np.int64)
+    size = resolution
+    for layer in range(layers):
+        out = -(-size // strides[layer])
+        total = max((out - 1) * strides[layer] + kernels[layer] - size, 0)
+        in_size[layer], before[layer] = size, total // 2
+        size = out
+    if size < grid:
+        empty = np.empty((0, 0), np.int64)
+        return size, np.empty((0, 0, 6), np.int64), empty, empty
+    axis = np.empty((grid, layers, 6), np.int64)
+    for i in range(grid):
+        o0, o1 = i * size // grid, (i + 1) * size // grid
+        for layer in range(layers - 1, -1, -1):
+            start = o0 * strides[layer] - before[layer]
+            end = (o1 - 1) * strides[layer] - before[layer] + kernels[layer]
+            r0, r1 = max(start, 0), min(end, in_size[layer])
+            axis[i, layer, 0], axis[i, layer, 1] = r0, r1
+            axis[i, layer, 2], axis[i, layer, 3] = max(-start, 0), max(end - in_size[layer], 0)
+            axis[i, layer, 4], axis[i, layer, 5] = o0, o1
+            o0, o1 = r0, r1
+    flags = np.zeros((grid, layers), np.int64)
+    for i in range(grid):
+        for layer in range(layers):
+            zeros_before, zeros_after = axis[i, layer, 2], axis[i, layer, 3]
+            if zeros_before or zeros_after:
+                flags[i, layer] |= 1
+            span = axis[i, layer, 1] - axis[i, layer, 0]
+            out = -(-span // strides[layer])
+            total = max((out - 1) * strides[layer] + kernels[layer] - span, 0)
+            if total // 2 == zeros_before and total - total // 2 == zeros_after:
+                flags[i, layer] |= 2
+            source = sources[layer]
+            if source >= 0 and (
+                axis[i, layer, 4] != axis[i, source, 0] or axis[i, layer, 5] != axis[i, source, 1]
+            ):
+                flags[i, layer] |= 4
+    # Patch (i, j) runs a layer in the variant its row's and column's flags make; a
+    # variant's first use is at the first row and column with flags that make it.
+    usage = np.empty((layers * VARIANTS, 4), np.int64)
+    used = 0
+    first_at = np.empty(8, np.int64)  # flags -> first position with them
+    best = np.empty((VARIANTS, 2), np.int64)
+    for layer in range(layers):
+        first_at[:] = -1
+        for position in range(grid):
+            if first_at[flags[position, layer]] < 0:
+                first_at[flags[position, layer]] = position
+        best[:] = grid
+        for fi in range(8):
+            i = first_at[fi]
+            if i < 0:
+                continue
+            for fj in range(8):
+                j = first_at[fj]
+                if j < 0:
+                    continue
+                if (fi | fj) & 1 == 0:
+                    kind = NO_ZEROS
+                elif fi & fj & 2:
+                    kind = FOLDED_ZEROS
+                else:
+                    kind = PAD_OP
+                variant = 2 * kind + (1 if sources[layer] >= 0 and (fi | fj) & 4 else 0)
+                if i < best[variant, 0] or (i == best[variant, 0] and j < best[variant, 1]):
+                    best[variant, 0], best[variant, 1] = i, j
+        for variant in range(VARIANTS):
+            if best[variant, 0] < grid:
+                usage[used, 0], usage[used, 1] = layer, variant
+                usage[used, 2], usage[used, 3] = best[variant, 0], best[variant, 1]
+                used += 1
+    return size, axis, flags, usage[:used].copy()
+
+
+@functools.cache
+def geometry() -> Callable:
+    """:func:`_grid_geometry`, compiled when numba is installed."""
+    try:
+        from numba import njit
+    except ImportError:
+        return _grid_geometry
+    return njit(cache=True, nogil=True)(_grid_geometry)
+
+
 @functools.cache
 def kernel() -> Callable | None:
     """:func:`_assemble` compiled (None without numba)."""

@@ -930,8 +930,8 @@ def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometr
             f"use a grid of at most {size}"
         )
     # The first patch (row-major) that reads part of the image, if any.
-    cut = [position for position in range(grid) if axis[position, 0, 1] - axis[position, 0, 0]
-           != resolution]  # fmt: skip
+    spans = (axis[:, 0, 1] - axis[:, 0, 0]).tolist()
+    cut = [position for position, span in enumerate(spans) if span != resolution]
     sizes = (axis[:, -1, 5] - axis[:, -1, 4]).tolist()
     return _PatchGeometry(
         axis, flags, sources, usage, (0, cut[0]) if cut else None,

@@ -160,7 +160,32 @@ def slot(keys: np.ndarray, key: int) -> int:
     return at
 
 
-_slot = slot  # what _assemble calls: compiled with it (see kernel)
+def variant(row_flags: int, column_flags: int, has_skip: bool) -> int:
+    """The variant a layer runs in on a patch whose row and column have these flags (bit 0
+    zeros, bit 1 zeros equal to SAME padding, bit 2 skip cropped)."""
+    if (row_flags | column_flags) & 1 == 0:
+        kind = NO_ZEROS
+    elif row_flags & column_flags & 2:
+        kind = FOLDED_ZEROS
+    else:
+        kind = PAD_OP
+    return 2 * kind + (1 if has_skip and (row_flags | column_flags) & 4 else 0)
+
+
+# What the compiled functions call: compiled with them (see _compile_helpers).
+_slot = slot
+_variant = variant
+
+
+@functools.cache
+def _compile_helpers() -> None:
+    """Compile the helpers :func:`_assemble` and :func:`_grid_geometry` find by their global
+    names (compiled code must find them compiled)."""
+    from numba import njit
+
+    global _slot, _variant
+    _slot = njit(cache=True, nogil=True, inline="always")(slot)
+    _variant = njit(cache=True, nogil=True, inline="always")(variant)
 
 
 def _assemble(
@@ -301,15 +326,10 @@ def _assemble(
             ry0, ry1, top, bottom, oy0, oy1 = axis[i, layer]
             rx0, rx1, left, right, ox0, ox1 = axis[j, layer]
             fi, fj = flags[i, layer], flags[j, layer]
-            if (fi | fj) & 1 == 0:
-                kind = NO_ZEROS
-            elif fi & fj & 2:
-                kind = FOLDED_ZEROS
-            else:
-                kind = PAD_OP
             source = skip_of[layer]
-            cropped = 1 if source >= 0 and (fi | fj) & 4 else 0
-            t = variant_ids[layer, kind * 2 + cropped]
+            v = _variant(fi, fj, source >= 0)
+            kind, cropped = v // 2, v % 2
+            t = variant_ids[layer, v]
             layouts |= info[t, LAYOUTS]
             if not layer_met[layer]:
                 layer_met[layer] = True
@@ -554,15 +574,9 @@ def _grid_geometry(
                 j = first_at[fj]
                 if j < 0:
                     continue
-                if (fi | fj) & 1 == 0:
-                    kind = NO_ZEROS
-                elif fi & fj & 2:
-                    kind = FOLDED_ZEROS
-                else:
-                    kind = PAD_OP
-                variant = 2 * kind + (1 if sources[layer] >= 0 and (fi | fj) & 4 else 0)
-                if i < best[variant, 0] or (i == best[variant, 0] and j < best[variant, 1]):
-                    best[variant, 0], best[variant, 1] = i, j
+                v = _variant(fi, fj, sources[layer] >= 0)
+                if i < best[v, 0] or (i == best[v, 0] and j < best[v, 1]):
+                    best[v, 0], best[v, 1] = i, j
         for variant in range(VARIANTS):
             if best[variant, 0] < grid:
                 usage[used, 0], usage[used, 1] = layer, variant
@@ -578,6 +592,7 @@ def geometry() -> Callable:
         from numba import njit
     except ImportError:
         return _grid_geometry
+    _compile_helpers()
     return njit(cache=True, nogil=True)(_grid_geometry)
 
 
@@ -589,9 +604,7 @@ def kernel() -> Callable | None:
     except ImportError:
         return None
     try:
-        # _assemble finds _slot by its global name, which compiled code must find compiled.
-        global _slot
-        _slot = njit(cache=True, nogil=True, inline="always")(slot)
+        _compile_helpers()
         return njit(cache=True, nogil=True)(_assemble)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled patch assembly is unavailable (%s)", e)

@@ -26,7 +26,8 @@ patched, tiny-vit). Prints markdown tables. tiny-cnn configs are planned as in a
 compiled flat planner (``edgekit.estimate._flat_plan``) when numba is installed.
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/memory_config_accuracy.py [--count 200]
-     [--measure-every 1] [--synthesis-check 0] [--cache-dir DIR] [--json FILE]
+     [--measure-every 1] [--synthesis-check 0] [--speed-configs 2000] [--speed-repeats 1]
+     [--cache-dir DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -340,15 +341,32 @@ def _print_accuracy(summary: list[dict[str, Any]]) -> None:
         )
 
 
+def median_speeds(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per family, the median of each rate over repeated :func:`speed` runs, and every
+    run's steady-state rate (``steady_runs``): one run on a shared or virtual machine can be
+    off by a large factor."""
+    out = []
+    for family_runs in zip(*runs, strict=True):
+        entry: dict[str, Any] = {"family": family_runs[0]["family"]}
+        for key in ("cold", "steady", "steady_wall", "repeated"):
+            entry[key] = statistics.median(run[key] for run in family_runs)
+        entry["steady_runs"] = [run["steady"] for run in family_runs]
+        out.append(entry)
+    return out
+
+
 def _print_speeds(speeds: list[dict[str, Any]]) -> None:
+    runs = len(speeds[0]["steady_runs"])
     print("\n### estimate_config_bytes throughput (configs per CPU second, one core, 32-bit "
-          "build)\n")  # fmt: skip
+          f"build{f'; medians of {runs} runs' if runs > 1 else ''})\n")  # fmt: skip
+    each = " | steady state, each run" if runs > 1 else ""
     print("| family | cold caches | steady state (new configs, warm piece caches) | "
-          "(same, per wall-clock second) | repeated configs |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|")
+          f"(same, per wall-clock second) | repeated configs{each} |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|" + ("---:|" if runs > 1 else ""))
     for s in speeds:
+        every = " / ".join(f"{rate:.0f}" for rate in s["steady_runs"])
         print(f"| {s['family']} | {s['cold']:.0f} | {s['steady']:.0f} | {s['steady_wall']:.0f} "
-              f"| {s['repeated']:.0f} |")  # fmt: skip
+              f"| {s['repeated']:.0f} |" + (f" {every} |" if runs > 1 else ""))  # fmt: skip
 
 
 def main() -> None:
@@ -372,6 +390,10 @@ def main() -> None:
     parser.add_argument(
         "--speed-configs", type=int, default=2000,
         help="configs per speed run (0: skip the speed part)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--speed-repeats", type=int, default=1, metavar="R",
+        help="run the speed part R times (same configs) and report medians and every run",
     )  # fmt: skip
     parser.add_argument(
         "--cache-dir", type=Path,
@@ -398,9 +420,10 @@ def main() -> None:
     rows = accuracy(pairs, args.cache_dir, args.measure_every)
     accuracy_seconds = time.perf_counter() - started
     checks = synthesis_check(args.synthesis_check, args.seed + 2) if args.synthesis_check else []
-    speeds = (
-        speed(args.speed_configs, args.speed_warmup, args.seed + 1) if args.speed_configs else []
-    )
+    speeds = median_speeds([
+        speed(args.speed_configs, args.speed_warmup, args.seed + 1)
+        for _ in range(args.speed_repeats if args.speed_configs else 0)
+    ]) if args.speed_configs else []  # fmt: skip
     summary = summarize(rows)
     print_tables(summary, speeds, checks)
     total = time.perf_counter() - started

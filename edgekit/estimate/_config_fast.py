@@ -911,9 +911,7 @@ class _PatchGeometry(NamedTuple):
     sliced: tuple[int, int] | None  # a patch (i, j) reading part of the image, if any
     out_hw: tuple[tuple[int, int], ...]  # each patch's output
     concats: dict[tuple[int, RuntimeConfig], tuple]  # (channels, runtime) -> _concat_terms
-    # The by-value int32 constants (see _geometric_constants): the geometry decides them;
-    # filled after its first assembly.
-    constants: list
+    constants: tuple  # the int32 constants merged by value: see _geometric_constants
 
 
 @functools.lru_cache(maxsize=4096)
@@ -921,7 +919,7 @@ def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometr
     """The grid of a patched part whose layers have these shapes (see _FirstStage), worked
     out in compiled code (see _patched_kernel._grid_geometry)."""
     kernels, strides, sources = _SHAPE_ARRAYS[shapes_id]
-    size, axis, flags, usage = _patched_kernel.geometry()(
+    size, axis, flags, usage, codes = _patched_kernel.geometry()(
         resolution, grid, kernels, strides, sources
     )
     if size < grid:
@@ -935,7 +933,8 @@ def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometr
     sizes = (axis[:, -1, 5] - axis[:, -1, 4]).tolist()
     return _PatchGeometry(
         axis, flags, sources, usage, (0, cut[0]) if cut else None,
-        tuple((height, width) for height in sizes for width in sizes), {}, [],
+        tuple((height, width) for height in sizes for width in sizes), {},
+        _geometric_constants(codes),
     )  # fmt: skip
 
 
@@ -1142,14 +1141,12 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     if slice_id == _patched_kernel.UNUSABLE or concat_run is None or store.scratch_count:
         return None
     for _ in range(2):  # at most: templates missing, then done
-        # The geometry's constants are known from its first assembly on.
-        known = geometry.constants or _NO_CONSTANTS
-        status, first, columns, info, dropped, flash, keys, key_flash, met, data = kernel(
+        status, first, columns, info, dropped, flash, keys, key_flash = kernel(
             geometry.axis, geometry.flags, geometry.skip_of, numbers, geometry.usage,
             store.table, slice_id, cfg.resolution, out_channels, store.info, store.drops,
             store.ops, store.scratch, store.flash, store.layer_flash, store.public_start,
             store.public_keys, store.public_flash, config.alignment, _fixed(config).request,
-            concat_run, concat_flash, concat_ops, concat_layouts, *known,
+            concat_run, concat_flash, concat_ops, concat_layouts, *geometry.constants,
         )  # fmt: skip
         if status == _patched_kernel.UNKNOWN:
             _add_templates(layers, geometry, templates, config)
@@ -1157,13 +1154,6 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
         elif status == _patched_kernel.UNUSABLE:
             return None
         else:
-            if not geometry.constants:  # added here as the kernel adds known ones
-                geometry.constants.extend(_geometric_constants(met, data))
-                count, constant_flash, constant_keys, constant_key_flash = geometry.constants
-                info[0] += count
-                flash += constant_flash
-                keys = np.concatenate((constant_keys, keys))
-                key_flash = np.concatenate((constant_key_flash, key_flash))
             break
     else:
         raise AssertionError("the patched assembly did not settle")
@@ -1171,26 +1161,21 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     return _PatchedParts(info, dropped, flash, keys, key_flash, columns, first_opcode)
 
 
-_NO_CONSTANTS = (
-    0, np.zeros(_FLASH_COLUMNS, np.int64), np.empty(0, np.int64), np.empty((0, 3), np.int64)
-)
-
-
-def _geometric_constants(met: np.ndarray, data: np.ndarray) -> tuple:
-    """(tensors, flash columns) of the int32 constants a patched part merges by value (the
-    codes of those ``met``; ``data``: of those whose data it adds), and the keys (2 * key
-    number + 1) and flash of their shared data other pieces may hold too (a slice's begin of
-    zeros). Distinct codes hold distinct values, so their data are distinct buffers."""
-    met_codes, data_codes = set(met.tolist()), set(data.tolist())
+def _geometric_constants(codes: np.ndarray) -> tuple:
+    """(tensors, flash columns) of the int32 constants a patched part merges by value (their
+    ``codes``, as its patches use them), and the keys (2 * key number + 1) and flash of their
+    data other pieces may hold too (a slice's begin of zeros). Each distinct code is one
+    tensor and one buffer (distinct values; a merged op's constants are those of the op it is
+    merged into)."""
+    distinct = set(codes.tolist())
     terms = _CODE_TERMS
-    for code in met_codes | data_codes:
+    for code in distinct:
         if code not in terms:
             _code_terms(code)
-    flash = sum([terms[code][0] for code in met_codes])
-    flash += sum([terms[code][1] for code in data_codes])
-    public = [entry for code in data_codes for entry in terms[code][2]]
+    flash = sum([terms[code][0] + terms[code][1] for code in distinct])
+    public = [entry for code in distinct for entry in terms[code][2]]
     return (
-        len(met_codes), np.array(_columns(flash), np.int64),
+        len(distinct), np.array(_columns(flash), np.int64),
         np.array([key for key, _ in public], np.int64),
         np.array([columns for _, columns in public], np.int64).reshape(-1, 3),
     )  # fmt: skip

@@ -180,12 +180,14 @@ _variant = variant
 @functools.cache
 def _compile_helpers() -> None:
     """Compile the helpers :func:`_assemble` and :func:`_grid_geometry` find by their global
-    names (compiled code must find them compiled)."""
+    names (compiled code must find them compiled); once: ``_codes`` is replaced by its
+    compiled self."""
     from numba import njit
 
-    global _slot, _variant
+    global _slot, _variant, _codes
     _slot = njit(cache=True, nogil=True, inline="always")(slot)
     _variant = njit(cache=True, nogil=True, inline="always")(variant)
+    _codes = njit(cache=True, nogil=True)(_codes)
 
 
 def _assemble(
@@ -217,8 +219,9 @@ def _assemble(
     known_flash: np.ndarray,
     known_keys: np.ndarray,
     known_key_flash: np.ndarray,
-) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-           np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[
+    int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]:
     """The patched part of a grid (``axis``: per axis position and layer, input range, zeros
     before and after, output range; ``flags``: per axis position and layer, bit 0 zeros,
     bit 1 zeros equal to SAME padding, bit 2 skip cropped; ``usage``: (layer, variant, ...)
@@ -227,12 +230,12 @@ def _assemble(
     CONCATENATIONs' run terms (ops, OpData, first OpData, peak, persistent bytes, scratch
     buffers, then the options drop per residue), flash, ops and layouts; ``known_*``: the
     int32 constants its geometry merges by value (tensors, flash, then the keys and flash of
-    those other pieces may hold too), when known).
+    those other pieces may hold too; see :func:`_grid_geometry`).
 
     Returns (status, first template, planner columns, info as _combine reads a first piece,
-    options drop per start residue, flash columns, keys and their flash, codes of the int32
-    constants met and of those added (their data)). Status UNKNOWN: a variant the grid uses
-    has no template yet; UNUSABLE: one has a template this cannot add up; else ASSEMBLED."""
+    options drop per start residue, flash columns, keys and their flash). Status UNKNOWN: a
+    variant the grid uses has no template yet; UNUSABLE: one has a template this cannot add
+    up; else ASSEMBLED."""
     grid, layers = axis.shape[0], axis.shape[1]
     pointer = drops.shape[1]
     variant_ids = np.full((layers, VARIANTS), UNUSABLE, np.int64)
@@ -244,7 +247,7 @@ def _assemble(
             nothing = np.empty(0, np.int64)
             return (
                 t, -1, np.empty((4, 0), np.int64), nothing, nothing, nothing, nothing,
-                np.empty((0, 3), np.int64), nothing, nothing,
+                np.empty((0, 3), np.int64),
             )  # fmt: skip
         variant_ids[layer, variant] = t
     # At most every unit on every patch, each with its template's ops (the largest of the
@@ -265,11 +268,9 @@ def _assemble(
     layer_own = np.zeros(layer_flash.shape[1], np.int64)  # the layers' own constants
     layer_met = np.zeros(layers, np.bool_)
     layouts = 0
-    met = np.empty(grid * grid * (layers + 1) * 4, np.int64)
-    data = np.empty(grid * grid * (layers + 1) * 4, np.int64)
     residue = np.arange(pointer)
     dropped = np.zeros(pointer, np.int64)
-    count = scratch_count = met_count = data_count = 0
+    count = scratch_count = 0
     base = entry_last = tensors = 0
     added = np.empty(grid * grid * (layers + 1), np.int64)  # templates of the units added
     added_base = np.empty(grid * grid * (layers + 1), np.int64)  # ops before each
@@ -289,12 +290,6 @@ def _assemble(
         if y0 == 0 and x0 == 0 and y1 == image_size and x1 == image_size:
             x = -1
         else:
-            begin = (BEGIN_END << CODE_SHIFT) | y0 | (x0 << 8)
-            end = (BEGIN_END << CODE_SHIFT) | y1 | (x1 << 8)
-            met[met_count] = begin
-            met[met_count + 1] = end
-            met[met_count + 2] = STRIDES << CODE_SHIFT
-            met_count += 3
             layouts |= info[slice_id, LAYOUTS]
             key = -((y0 << 24) | (y1 << 16) | (x0 << 8) | x1) - 1
             slot = _slot(made_key, key)
@@ -310,10 +305,6 @@ def _assemble(
                     rel = ops[o + k, 2]
                     last[count] = base + rel if rel else 0
                     count += 1
-                data[data_count] = begin
-                data[data_count + 1] = end
-                data[data_count + 2] = STRIDES << CODE_SHIFT
-                data_count += 3
                 x = count - 1
                 made_key[slot] = key
                 made_value[slot] = x
@@ -327,25 +318,11 @@ def _assemble(
             rx0, rx1, left, right, ox0, ox1 = axis[j, layer]
             fi, fj = flags[i, layer], flags[j, layer]
             source = skip_of[layer]
-            v = _variant(fi, fj, source >= 0)
-            kind, cropped = v // 2, v % 2
-            t = variant_ids[layer, v]
+            t = variant_ids[layer, _variant(fi, fj, source >= 0)]
             layouts |= info[t, LAYOUTS]
             if not layer_met[layer]:
                 layer_met[layer] = True
                 layer_own += layer_flash[t]
-            if kind == PAD_OP:
-                code = (PADDINGS << CODE_SHIFT) | top | (bottom << 8) | (left << 16)
-                met[met_count] = code | (right << 24)
-                met_count += 1
-            if cropped:
-                sy0, sx0 = axis[i, source, 0], axis[j, source, 0]
-                begin = (BEGIN_END << CODE_SHIFT) | (oy0 - sy0) | ((ox0 - sx0) << 8)
-                end = (BEGIN_END << CODE_SHIFT) | (oy1 - sy0) | ((ox1 - sx0) << 8)
-                met[met_count] = begin
-                met[met_count + 1] = end
-                met[met_count + 2] = STRIDES << CODE_SHIFT
-                met_count += 3
             key = ((x + 1) << 32) | (layer << 24) | (top << 18) | (bottom << 12) | (left << 6)
             key |= right
             slot = _slot(made_key, key)
@@ -381,14 +358,6 @@ def _assemble(
             added_base[added_count] = base
             added_count += 1
             base += info[t, OPS]
-            if kind == PAD_OP:
-                data[data_count] = met[met_count - 1 - 3 * cropped]
-                data_count += 1
-            if cropped:
-                data[data_count] = met[met_count - 3]
-                data[data_count + 1] = met[met_count - 2]
-                data[data_count + 2] = met[met_count - 1]
-                data_count += 3
             x = count - 1
             made_key[slot] = key
             made_value[slot] = x
@@ -499,22 +468,22 @@ def _assemble(
             k += 1
     first = added[0] if added_count else -1
     return (
-        ASSEMBLED, first, columns, part, dropped, flash, keys, key_flash, met[:met_count],
-        data[:data_count],
+        ASSEMBLED, first, columns, part, dropped, flash, keys, key_flash,
     )  # fmt: skip
 
 
 def _grid_geometry(
     resolution: int, grid: int, kernels: np.ndarray, strides: np.ndarray, sources: np.ndarray
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The grid of a patched part whose layers have these kernels, strides and residual
     sources (-1: none), as ``_config_fast._patch_geometry`` describes it: (the patched
     output's size, axis, flags, usage). ``axis``: per axis position and layer, input range,
     zeros before and after, output range, as ``edgekit.spaces.tiny_cnn.axis_plan`` gives
     them (rows and columns alike); ``flags``: bit 0 zeros, bit 1 zeros equal to SAME
     padding, bit 2 skip cropped; ``usage``: (layer, variant, i, j) of each variant the grid
-    uses, at its first patch in row-major order. Empty axis when the output is smaller than
-    the grid."""
+    uses, at its first patch in row-major order; ``codes``: the int32 constants the patches
+    use (slice bounds and strides, paddings of PAD ops, crops of residuals; by value, see
+    CODE_SHIFT; repeated as used). Empty arrays when the output is smaller than the grid."""
     layers = len(kernels)
     in_size = np.empty(layers, np.int64)
     before = np.empty(layers, np.int64)
@@ -526,7 +495,7 @@ def _grid_geometry(
         size = out
     if size < grid:
         empty = np.empty((0, 0), np.int64)
-        return size, np.empty((0, 0, 6), np.int64), empty, empty
+        return size, np.empty((0, 0, 6), np.int64), empty, empty, np.empty(0, np.int64)
     axis = np.empty((grid, layers, 6), np.int64)
     for i in range(grid):
         o0, o1 = i * size // grid, (i + 1) * size // grid
@@ -582,7 +551,43 @@ def _grid_geometry(
                 usage[used, 0], usage[used, 1] = layer, variant
                 usage[used, 2], usage[used, 3] = best[variant, 0], best[variant, 1]
                 used += 1
-    return size, axis, flags, usage[:used].copy()
+    return size, axis, flags, usage[:used].copy(), _codes(resolution, axis, flags, sources)
+
+
+def _codes(
+    image_size: int, axis: np.ndarray, flags: np.ndarray, sources: np.ndarray
+) -> np.ndarray:
+    """The int32 constants (by code) each patch of the grid uses: see :func:`_grid_geometry`."""
+    grid, layers = axis.shape[0], axis.shape[1]
+    codes = np.empty(grid * grid * (3 + 4 * layers), np.int64)
+    count = 0
+    for p in range(grid * grid):
+        i, j = p // grid, p % grid
+        y0, y1, x0, x1 = axis[i, 0, 0], axis[i, 0, 1], axis[j, 0, 0], axis[j, 0, 1]
+        if not (y0 == 0 and x0 == 0 and y1 == image_size and x1 == image_size):
+            codes[count] = (BEGIN_END << CODE_SHIFT) | y0 | (x0 << 8)
+            codes[count + 1] = (BEGIN_END << CODE_SHIFT) | y1 | (x1 << 8)
+            codes[count + 2] = STRIDES << CODE_SHIFT
+            count += 3
+        for layer in range(layers):
+            source = sources[layer]
+            v = _variant(flags[i, layer], flags[j, layer], source >= 0)
+            if v // 2 == PAD_OP:
+                top, bottom = axis[i, layer, 2], axis[i, layer, 3]
+                left, right = axis[j, layer, 2], axis[j, layer, 3]
+                codes[count] = (
+                    (PADDINGS << CODE_SHIFT) | top | (bottom << 8) | (left << 16) | (right << 24)
+                )
+                count += 1
+            if v % 2:  # the residual's skip cropped to the output
+                oy0, oy1 = axis[i, layer, 4], axis[i, layer, 5]
+                ox0, ox1 = axis[j, layer, 4], axis[j, layer, 5]
+                sy0, sx0 = axis[i, source, 0], axis[j, source, 0]
+                codes[count] = (BEGIN_END << CODE_SHIFT) | (oy0 - sy0) | ((ox0 - sx0) << 8)
+                codes[count + 1] = (BEGIN_END << CODE_SHIFT) | (oy1 - sy0) | ((ox1 - sx0) << 8)
+                codes[count + 2] = STRIDES << CODE_SHIFT
+                count += 3
+    return codes[:count].copy()
 
 
 @functools.cache

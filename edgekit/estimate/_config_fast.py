@@ -719,11 +719,15 @@ def _patch_axis(resolution: int, grid: int, shapes: tuple[tuple[int, int], ...])
         convs.append((size, kernel, stride, before))
         size = out
     if size < grid:
-        raise ConfigError(
-            f"patch_grid={grid}: the patched part's output is only {size}x{size}; "
-            f"use a grid of at most {size}"
-        )
+        raise _grid_too_fine(grid, size)
     return axis_plan(size, grid, tuple(convs))
+
+
+def _grid_too_fine(grid: int, size: int) -> ConfigError:
+    return ConfigError(
+        f"patch_grid={grid}: the patched part's output is only {size}x{size}; "
+        f"use a grid of at most {size}"
+    )
 
 
 class _FirstStage(NamedTuple):
@@ -923,10 +927,7 @@ def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometr
         resolution, grid, kernels, strides, sources
     )
     if size < grid:
-        raise ConfigError(
-            f"patch_grid={grid}: the patched part's output is only {size}x{size}; "
-            f"use a grid of at most {size}"
-        )
+        raise _grid_too_fine(grid, size)
     # The first patch (row-major) that reads part of the image, if any.
     spans = (axis[:, 0, 1] - axis[:, 0, 0]).tolist()
     cut = [position for position, span in enumerate(spans) if span != resolution]

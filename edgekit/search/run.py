@@ -454,9 +454,9 @@ class _Run:
         self, space: SearchSpace, supernet: tuple[nn.Module, str], trials: list[Trial]
     ) -> dict[str, Any] | None:
         """Export the chosen model; should its export not fit the budgets after all (the
-        memory model equals our exporter's output but for rare configs, see
-        :func:`misfits`), pass it over and export the next choice, at most
-        ``EXPORT_ATTEMPTS`` times. Returns the last export made."""
+        memory model equals our exporter's output, but a TensorFlow that converts
+        differently may not; see :func:`misfits`), pass it over and export the next choice,
+        at most ``EXPORT_ATTEMPTS`` times. Returns the last export made."""
         passed_over = {key for key in misfits(self.store.records, self.budget)
                        if key[0] == space.name}  # fmt: skip
         record = None

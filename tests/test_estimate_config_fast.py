@@ -346,6 +346,28 @@ def test_compiled_combination_equals_the_python_one(pointer_bytes, monkeypatch):
     assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == compiled
 
 
+@pytest.mark.parametrize("pointer_bytes", [4, 8])
+def test_a_patched_part_assembled_and_combined_in_one_call_equals_two_calls(
+    pointer_bytes, monkeypatch
+):
+    """A two-stage patched config whose later pieces are known is assembled and combined in
+    one compiled call, with the same figures as the assembly and the combination called one
+    after the other."""
+    if _combine.patched_kernel() is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
+    config = from_config._runtime_for(pointer_bytes, 16)
+    configs = _two_stage_configs(30, seed=40 + pointer_bytes)
+    fused = _combine.patched_kernel()
+    calls = []
+    monkeypatch.setattr(_combine, "patched_kernel", lambda: None)
+    two_calls = [_config_fast.fast_figures(cfg, config) for cfg in configs]  # rows made too
+    counted = lambda *arguments: calls.append(1) or fused(*arguments)  # noqa: E731
+    monkeypatch.setattr(_combine, "patched_kernel", lambda: counted)
+    assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == two_calls
+    assert len(calls) == len(configs)
+
+
 # Two-stage patched CNNs on a 3x3 grid whose middle patch reads the whole image (no slice of
 # its own). Before the exporter chained the patches, the converter ran that patch's first
 # layers right after the first patch's (its shared weights are named after the first patch,

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgekit.estimate import _flat_plan
-from edgekit.estimate._patched_kernel import EMPTY, grown, slot
+from edgekit.estimate import _flat_plan, _patched_kernel
+from edgekit.estimate._patched_kernel import ASSEMBLED, EMPTY, grown, slot
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +246,83 @@ def _combine(
     return out
 
 
+_assemble = _patched_kernel._assemble  # what _patched_combine calls (see patched_kernel)
+
+
+def _patched_combine(
+    axis: np.ndarray,
+    flags: np.ndarray,
+    skip_of: np.ndarray,
+    layer_numbers: np.ndarray,
+    usage: np.ndarray,
+    template_table: np.ndarray,
+    slice_id: int,
+    image_size: int,
+    out_channels: int,
+    template_info: np.ndarray,
+    template_drops: np.ndarray,
+    template_ops: np.ndarray,
+    template_scratch: np.ndarray,
+    template_flash: np.ndarray,
+    layer_flash: np.ndarray,
+    public_start: np.ndarray,
+    public_keys: np.ndarray,
+    public_flash: np.ndarray,
+    alignment: int,
+    request: int,
+    concat_run: np.ndarray,
+    concat_flash: np.ndarray,
+    concat_ops: int,
+    concat_layouts: int,
+    known_count: int,
+    known_flash: np.ndarray,
+    known_keys: np.ndarray,
+    known_key_flash: np.ndarray,
+    template_opcodes: np.ndarray,
+    concat_opcode: int,
+    rows: np.ndarray,
+    info: np.ndarray,
+    drops: np.ndarray,
+    flash: np.ndarray,
+    key_start: np.ndarray,
+    keys: np.ndarray,
+    key_flash: np.ndarray,
+    column_start: np.ndarray,
+    columns: np.ndarray,
+    input_bytes: int,
+    input_flash: np.ndarray,
+    fixed: np.ndarray,
+    operator_bytes: np.ndarray,
+) -> np.ndarray:
+    """A two-stage patched part assembled (``_patched_kernel._assemble``, its arguments
+    first) and combined with the chain ``rows`` after it (:func:`_combine`, its arguments
+    last) in one call: (assembly status, the model's first opcode, then :func:`_combine`'s
+    figures when the status is ``ASSEMBLED``). ``template_opcodes``: each template's first
+    opcode, ``concat_opcode``: the CONCATENATIONs' (indices into ``operator_bytes``'s
+    columns)."""
+    status, first, part_columns, part_info, dropped, part_flash, part_keys, part_key_flash = (
+        _assemble(
+            axis, flags, skip_of, layer_numbers, usage, template_table, slice_id, image_size,
+            out_channels, template_info, template_drops, template_ops, template_scratch,
+            template_flash, layer_flash, public_start, public_keys, public_flash, alignment,
+            request, concat_run, concat_flash, concat_ops, concat_layouts, known_count,
+            known_flash, known_keys, known_key_flash,
+        )
+    )
+    out = np.zeros(13, np.int64)
+    out[0] = status
+    if status != ASSEMBLED:
+        return out
+    opcode = template_opcodes[first] if first >= 0 else concat_opcode
+    out[1] = opcode
+    out[2:] = _combine_compiled(
+        rows, info, drops, flash, key_start, keys, key_flash, column_start, columns, part_info,
+        dropped, part_flash, part_keys, part_key_flash, part_columns, input_bytes, input_flash,
+        fixed, operator_bytes, opcode,
+    )
+    return out
+
+
 def fixed_terms(fixed: object, alignment: int, max_scratch: int, planner_bytes: int) -> np.ndarray:
     """The runtime's constants :func:`_combine` reads, from ``_config_arena._fixed``."""
     values = [
@@ -279,4 +356,25 @@ def kernel() -> Callable | None:
         return njit(cache=True, nogil=True)(_combine)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled combination is unavailable (%s)", e)
+        return None
+
+
+_combine_compiled = _combine  # what _patched_combine calls (see patched_kernel)
+
+
+@functools.cache
+def patched_kernel() -> Callable | None:
+    """:func:`_patched_combine` compiled (None without numba)."""
+    combine, assemble = kernel(), _patched_kernel.kernel()
+    if combine is None or assemble is None:
+        return None
+    from numba import njit
+
+    try:
+        # _patched_combine finds these by their global names (see kernel)
+        global _assemble, _combine_compiled
+        _assemble, _combine_compiled = assemble, combine
+        return njit(cache=True, nogil=True)(_patched_combine)
+    except Exception as e:  # numba's errors have no common root
+        logger.warning("the compiled patched combination is unavailable (%s)", e)
         return None

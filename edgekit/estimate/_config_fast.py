@@ -946,6 +946,7 @@ class _Templates:
         self.store = _patched_kernel.TemplateStore(config.pointer_bytes, _FLASH_COLUMNS)
         self.slices: dict[int, int] = {}  # input channels -> the image slice's template
         self.layer_flash: dict[int, list[int]] = {}  # layer number -> its own constants
+        self.opcodes = np.zeros(64, np.int64)  # each template's first opcode (_OPCODE_INDEX)
 
 
 def _is_public(key: tuple) -> bool:
@@ -998,11 +999,14 @@ def _template(
         for key, flash in part.shared
         if _is_public(key)
     ]
-    return templates.store.add(
+    template = templates.store.add(
         part.entry_lasts, part.tensors, ops,
         list(zip(tail.scratch, tail.scratch_scopes, strict=True)), run_terms(tail), layouts,
         _columns(part.flash), layer_flash, public, part.first_opcode,
     )  # fmt: skip
+    templates.opcodes = _patched_kernel.grown(templates.opcodes, template + 1)
+    templates.opcodes[template] = _OPCODE_INDEX[part.first_opcode]
+    return template
 
 
 # int32 constant code -> (flash of the constant, flash of its data unless other pieces may
@@ -1125,6 +1129,24 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
     kernel = _patched_kernel.kernel()
     if kernel is None:
         return None
+    assembled = _assembly(cfg, config, lambda arguments, *_: kernel(*arguments))
+    if assembled is None:
+        return None
+    templates, concat_opcode, (_, first, columns, info, dropped, flash, keys, key_flash) = (
+        assembled
+    )
+    first_opcode = templates.store.first_opcodes[first] if first >= 0 else concat_opcode
+    return _PatchedParts(info, dropped, flash, keys, key_flash, columns, first_opcode)
+
+
+def _assembly(
+    cfg: TinyCnnConfig, config: RuntimeConfig, call: Callable[[tuple, _Templates, str], Sequence]
+) -> tuple[_Templates, str, Sequence] | None:
+    """(templates, the CONCATENATIONs' opcode, what ``call`` returned) once ``call`` has
+    been given the compiled assembly's arguments for ``cfg`` (see
+    ``_patched_kernel._assemble``), the runtime's templates and the CONCATENATIONs' opcode
+    and has not answered (its result's first item) that a template the grid uses is
+    missing; None when the compiled assembly cannot add up ``cfg``'s patched part."""
     layers, _, numbers, shapes_id = _first_stage_of(cfg)
     geometry = _patch_geometry(cfg.resolution, cfg.patch_grid, shapes_id)
     templates = _TEMPLATES.get(config)
@@ -1138,28 +1160,24 @@ def _kernel_patched_parts(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Patched
             tuple((1, h, w, out_channels) for h, w in geometry.out_hw), cfg.patch_grid, config
         )
     concat_ops, concat_run, concat_flash, concat_layouts, concat_opcode = concats
-    store = templates.store
-    if slice_id == _patched_kernel.UNUSABLE or concat_run is None or store.scratch_count:
+    if slice_id == _patched_kernel.UNUSABLE or concat_run is None or templates.store.scratch_count:
         return None
     for _ in range(2):  # at most: templates missing, then done
-        status, first, columns, info, dropped, flash, keys, key_flash = kernel(
+        store = templates.store
+        result = call((
             geometry.axis, geometry.flags, geometry.skip_of, numbers, geometry.usage,
             store.table, slice_id, cfg.resolution, out_channels, store.info, store.drops,
             store.ops, store.scratch, store.flash, store.layer_flash, store.public_start,
             store.public_keys, store.public_flash, config.alignment, _fixed(config).request,
             concat_run, concat_flash, concat_ops, concat_layouts, *geometry.constants,
-        )  # fmt: skip
-        if status == _patched_kernel.UNKNOWN:
+        ), templates, concat_opcode)  # fmt: skip
+        if result[0] == _patched_kernel.UNKNOWN:
             _add_templates(layers, geometry, templates, config)
-            store = templates.store
-        elif status == _patched_kernel.UNUSABLE:
+        elif result[0] == _patched_kernel.UNUSABLE:
             return None
         else:
-            break
-    else:
-        raise AssertionError("the patched assembly did not settle")
-    first_opcode = store.first_opcodes[first] if first >= 0 else concat_opcode
-    return _PatchedParts(info, dropped, flash, keys, key_flash, columns, first_opcode)
+            return templates, concat_opcode, result
+    raise AssertionError("the patched assembly did not settle")
 
 
 def _geometric_constants(codes: np.ndarray) -> tuple:
@@ -1267,10 +1285,15 @@ def _compiled_figures(
     first = parts = None
     keys = _vit_keys(cfg) if isinstance(cfg, TinyVitConfig) else _cnn_keys(cfg)
     if keys[0][0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
-        parts = _kernel_patched_parts(cfg, config)
-        if parts is None:
-            first = _assembled_patched(cfg, config)
         keys = keys[1:]
+        known = [state.rows.get(key) for key in keys]
+        if None not in known:  # the common case: one compiled call
+            figures = _fused_figures(cfg, config, state, known)  # type: ignore[arg-type]
+            if figures is not None:
+                return figures
+        parts = _kernel_patched_parts(cfg, config)  # type: ignore[arg-type]
+        if parts is None:
+            first = _assembled_patched(cfg, config)  # type: ignore[arg-type]
     rows = state.rows
     try:
         chain = [rows[key] for key in keys]
@@ -1315,6 +1338,39 @@ def _compiled_figures(
         return None
     flash = _file_size(
         columns, ops, operators, mask, layouts | input_layouts, first_opcode, tensors
+    )
+    return ArenaFigures(arena, head, tail), flash
+
+
+def _fused_figures(
+    cfg: TinyCnnConfig, config: RuntimeConfig, state: _Rows, chain: list[int]
+) -> tuple[ArenaFigures, int] | None:
+    """:func:`_compiled_figures` of a two-stage patched config whose later pieces are the
+    table's rows ``chain``: its patched part assembled and the whole combined in one compiled
+    call (None: not for this config)."""
+    fused = _combine.patched_kernel()
+    if fused is None:
+        return None
+    table = state.table
+    input_bytes, input_flash, _, input_layouts = _input_terms(
+        cfg.resolution, cfg.in_channels, config.alignment
+    )
+    assembled = _assembly(cfg, config, lambda arguments, templates, concat_opcode: fused(
+        *arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode],
+        np.array(chain, np.int64), table.info, table.drops, table.flash, table.key_start,
+        table.keys, table.key_flash, table.column_start, table.columns, input_bytes,
+        input_flash, state.fixed, _OPERATOR_BYTES,
+    ))  # fmt: skip
+    if assembled is None:
+        return None
+    _, first_opcode, arena, head, tail, tensors, layouts, ops, operators, mask, *columns = (
+        assembled[2].tolist()
+    )
+    if arena < 0:
+        return None
+    flash = _file_size(
+        columns, ops, operators, mask, layouts | input_layouts, _OPCODE_NAMES[first_opcode],
+        tensors,
     )
     return ArenaFigures(arena, head, tail), flash
 

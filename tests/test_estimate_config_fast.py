@@ -362,7 +362,11 @@ def test_a_patched_part_assembled_and_combined_in_one_call_equals_two_calls(
     calls = []
     monkeypatch.setattr(_combine, "patched_kernel", lambda: None)
     two_calls = [_config_fast.fast_figures(cfg, config) for cfg in configs]  # rows made too
-    counted = lambda *arguments: calls.append(1) or fused(*arguments)  # noqa: E731
+
+    def counted(*arguments):
+        calls.append(1)
+        return fused(*arguments)
+
     monkeypatch.setattr(_combine, "patched_kernel", lambda: counted)
     assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == two_calls
     assert len(calls) == len(configs)

@@ -17,9 +17,11 @@ piece is a row of int arrays and one call adds up a config's pieces, counts shar
 once, plans the chain and does the arena arithmetic (:mod:`edgekit.estimate._combine`). A
 patched tiny-cnn whose patches cover two stages has a patched piece per (kernel sizes,
 expand ratios) of its first stage, which is rarely seen before: it is assembled per config
-from per-(layer, variant) templates in compiled code (:func:`_kernel_patched_parts`, see
-:mod:`edgekit.estimate._patched_kernel`), or patch by patch in Python
-(:func:`_assembled_patched`, a few milliseconds) before that and without numba.
+from per-(layer, variant) templates in compiled code (see
+:mod:`edgekit.estimate._patched_kernel`), in the same compiled call as the combination when
+the config's later pieces are known (:func:`_fused_figures`), else on its own
+(:func:`_kernel_patched_parts`), or patch by patch in Python (:func:`_assembled_patched`, a
+few milliseconds) before that and without numba.
 """
 
 from __future__ import annotations

@@ -250,65 +250,23 @@ _assemble = _patched_kernel._assemble  # what _patched_combine calls (see patche
 
 
 def _patched_combine(
-    axis: np.ndarray,
-    flags: np.ndarray,
-    skip_of: np.ndarray,
-    layer_numbers: np.ndarray,
-    usage: np.ndarray,
-    template_table: np.ndarray,
-    slice_id: int,
-    image_size: int,
-    out_channels: int,
-    template_info: np.ndarray,
-    template_drops: np.ndarray,
-    template_ops: np.ndarray,
-    template_scratch: np.ndarray,
-    template_flash: np.ndarray,
-    layer_flash: np.ndarray,
-    public_start: np.ndarray,
-    public_keys: np.ndarray,
-    public_flash: np.ndarray,
-    alignment: int,
-    request: int,
-    concat_run: np.ndarray,
-    concat_flash: np.ndarray,
-    concat_ops: int,
-    concat_layouts: int,
-    known_count: int,
-    known_flash: np.ndarray,
-    known_keys: np.ndarray,
-    known_key_flash: np.ndarray,
+    assembly: tuple,
     template_opcodes: np.ndarray,
     concat_opcode: int,
     rows: np.ndarray,
-    info: np.ndarray,
-    drops: np.ndarray,
-    flash: np.ndarray,
-    key_start: np.ndarray,
-    keys: np.ndarray,
-    key_flash: np.ndarray,
-    column_start: np.ndarray,
-    columns: np.ndarray,
+    table: tuple,
     input_bytes: int,
     input_flash: np.ndarray,
     fixed: np.ndarray,
     operator_bytes: np.ndarray,
 ) -> np.ndarray:
-    """A two-stage patched part assembled (``_patched_kernel._assemble``, its arguments
-    first) and combined with the chain ``rows`` after it (:func:`_combine`, its arguments
-    last) in one call: (assembly status, the model's first opcode, then :func:`_combine`'s
-    figures when the status is ``ASSEMBLED``). ``template_opcodes``: each template's first
-    opcode, ``concat_opcode``: the CONCATENATIONs' (indices into ``operator_bytes``'s
-    columns)."""
-    status, first, part_columns, part_info, dropped, part_flash, part_keys, part_key_flash = (
-        _assemble(
-            axis, flags, skip_of, layer_numbers, usage, template_table, slice_id, image_size,
-            out_channels, template_info, template_drops, template_ops, template_scratch,
-            template_flash, layer_flash, public_start, public_keys, public_flash, alignment,
-            request, concat_run, concat_flash, concat_ops, concat_layouts, known_count,
-            known_flash, known_keys, known_key_flash,
-        )
-    )
+    """A two-stage patched part assembled (``_patched_kernel._assemble``'s arguments:
+    ``assembly``) and combined with the chain ``rows`` after it (:func:`_combine`; ``table``:
+    its arguments from ``info`` to ``columns``) in one call: (assembly status, the model's
+    first opcode, then :func:`_combine`'s figures when the status is ``ASSEMBLED``).
+    ``template_opcodes``: each template's first opcode, ``concat_opcode``: the
+    CONCATENATIONs' (indices into ``operator_bytes``'s columns)."""
+    status, first, columns, info, dropped, flash, keys, key_flash = _assemble(*assembly)
     out = np.zeros(13, np.int64)
     out[0] = status
     if status != ASSEMBLED:
@@ -316,8 +274,7 @@ def _patched_combine(
     opcode = template_opcodes[first] if first >= 0 else concat_opcode
     out[1] = opcode
     out[2:] = _combine_compiled(
-        rows, info, drops, flash, key_start, keys, key_flash, column_start, columns, part_info,
-        dropped, part_flash, part_keys, part_key_flash, part_columns, input_bytes, input_flash,
+        rows, *table, info, dropped, flash, keys, key_flash, columns, input_bytes, input_flash,
         fixed, operator_bytes, opcode,
     )
     return out

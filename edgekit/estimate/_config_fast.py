@@ -1357,11 +1357,14 @@ def _fused_figures(
     input_bytes, input_flash, _, input_layouts = _input_terms(
         cfg.resolution, cfg.in_channels, config.alignment
     )
+    rows = np.array(chain, np.int64)
+    table_arrays = (
+        table.info, table.drops, table.flash, table.key_start, table.keys, table.key_flash,
+        table.column_start, table.columns,
+    )  # fmt: skip
     assembled = _assembly(cfg, config, lambda arguments, templates, concat_opcode: fused(
-        *arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode],
-        np.array(chain, np.int64), table.info, table.drops, table.flash, table.key_start,
-        table.keys, table.key_flash, table.column_start, table.columns, input_bytes,
-        input_flash, state.fixed, _OPERATOR_BYTES,
+        arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode], rows, table_arrays,
+        input_bytes, input_flash, state.fixed, _OPERATOR_BYTES,
     ))  # fmt: skip
     if assembled is None:
         return None

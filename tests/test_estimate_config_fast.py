@@ -295,6 +295,7 @@ def test_patch_assembly_runs_as_plain_python_too(monkeypatch):
 
 def test_without_the_compiled_assembly_patched_configs_are_assembled_in_python(monkeypatch):
     monkeypatch.setattr(_patched_kernel, "kernel", lambda: None)
+    monkeypatch.setattr(_combine, "patched_kernel", lambda: None)  # built on it (cached)
     monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
     from_config._estimate_bytes.cache_clear()
     cfg = _two_stage_configs(1, seed=3)[0]

@@ -46,6 +46,15 @@ class BundleTable:
         self.columns = np.zeros((1024, 4), np.int64)  # planner columns, one row each
         self.first_opcodes: list[str] = []
 
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The table as :func:`_combine` reads it, from ``info`` to ``columns`` (read anew
+        each time: :meth:`add` may replace the arrays)."""
+        return (
+            self.info, self.drops, self.flash, self.key_start, self.keys, self.key_flash,
+            self.column_start, self.columns,
+        )  # fmt: skip
+
     def add(
         self,
         info: tuple[int, ...],

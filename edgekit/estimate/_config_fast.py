@@ -1326,16 +1326,22 @@ def _compiled_figures(
             np.array([2 * number + kind for number, kind, _ in first_keys], np.int64),
             np.array([key[2] for key in first_keys], np.int64).reshape(-1, 3), columns,
         )  # fmt: skip
-    table = state.table
     input_bytes, input_flash, _, input_layouts = _input_terms(
         cfg.resolution, cfg.in_channels, config.alignment
     )
     out = combine(
-        np.array(chain, np.int64), table.info, table.drops, table.flash, table.key_start,
-        table.keys, table.key_flash, table.column_start, table.columns, *first_arrays,
-        input_bytes, input_flash, state.fixed, _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
+        np.array(chain, np.int64), *state.table.arrays, *first_arrays, input_bytes,
+        input_flash, state.fixed, _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
     )  # fmt: skip
-    arena, head, tail, tensors, layouts, ops, operators, mask, *columns = out.tolist()
+    return _combined_figures(out.tolist(), input_layouts, first_opcode)
+
+
+def _combined_figures(
+    out: list[int], input_layouts: int, first_opcode: str
+) -> tuple[ArenaFigures, int] | None:
+    """(arena figures, flash bytes) from the compiled combination's result (see
+    _combine._combine; None: the model has no OpData, the Python path raises for it)."""
+    arena, head, tail, tensors, layouts, ops, operators, mask, *columns = out
     if arena < 0:
         return None
     flash = _file_size(
@@ -1353,31 +1359,18 @@ def _fused_figures(
     fused = _combine.patched_kernel()
     if fused is None:
         return None
-    table = state.table
     input_bytes, input_flash, _, input_layouts = _input_terms(
         cfg.resolution, cfg.in_channels, config.alignment
     )
     rows = np.array(chain, np.int64)
-    table_arrays = (
-        table.info, table.drops, table.flash, table.key_start, table.keys, table.key_flash,
-        table.column_start, table.columns,
-    )  # fmt: skip
     assembled = _assembly(cfg, config, lambda arguments, templates, concat_opcode: fused(
-        arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode], rows, table_arrays,
+        arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode], rows, state.table.arrays,
         input_bytes, input_flash, state.fixed, _OPERATOR_BYTES,
     ))  # fmt: skip
     if assembled is None:
         return None
-    _, first_opcode, arena, head, tail, tensors, layouts, ops, operators, mask, *columns = (
-        assembled[2].tolist()
-    )
-    if arena < 0:
-        return None
-    flash = _file_size(
-        columns, ops, operators, mask, layouts | input_layouts, _OPCODE_NAMES[first_opcode],
-        tensors,
-    )
-    return ArenaFigures(arena, head, tail), flash
+    _, first_opcode, *out = assembled[2].tolist()
+    return _combined_figures(out, input_layouts, _OPCODE_NAMES[first_opcode])
 
 
 _FLAT_AFTER = 200  # configs estimated before compiled code takes over

@@ -477,7 +477,7 @@ def _grid_geometry(
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The grid of a patched part whose layers have these kernels, strides and residual
     sources (-1: none), as ``_config_fast._patch_geometry`` describes it: (the patched
-    output's size, axis, flags, usage). ``axis``: per axis position and layer, input range,
+    output's size, axis, flags, usage, codes). ``axis``: per axis position and layer, input range,
     zeros before and after, output range, as ``edgekit.spaces.tiny_cnn.axis_plan`` gives
     them (rows and columns alike); ``flags``: bit 0 zeros, bit 1 zeros equal to SAME
     padding, bit 2 skip cropped; ``usage``: (layer, variant, i, j) of each variant the grid

@@ -132,9 +132,8 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
     ops = 0
     for i in range(count):
         ops = max(ops, last[i] + 1)
-    # Op s's placed short-lived buffers by offset: their (start, end) offsets at
-    # [begin[s], filled[s]) of alive_start and alive_end (kept inline: read far more often
-    # than inserted).
+    # Op s's placed short-lived buffers by offset: rows [begin[s], filled[s]) of alive,
+    # each (start, end) offsets (kept inline: read far more often than inserted).
     begin = np.zeros(ops + 1, np.int64)
     for i in range(count):
         if last[i] - first[i] < _LONG_LIVED:
@@ -142,8 +141,7 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
                 begin[s + 1] += 1
     for s in range(ops):
         begin[s + 1] += begin[s]
-    alive_start = np.empty(begin[ops], np.int64)
-    alive_end = np.empty(begin[ops], np.int64)
+    alive = np.empty((begin[ops], 2), np.int64)
     filled = begin[:ops].copy()
     # Placed long-lived buffers by offset: (start, end, first op, last op).
     long_lived = np.empty((count, 4), np.int64)
@@ -172,35 +170,37 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
             seen_long = k
             for s in range(f, t + 1):
                 k = seen[s]
-                while k < filled[s] and alive_start[k] < offset + wanted:
-                    if alive_end[k] > offset:
-                        offset = alive_end[k]
+                while k < filled[s] and alive[k, 0] < offset + wanted:
+                    if alive[k, 1] > offset:
+                        offset = alive[k, 1]
                         moved = True
                     k += 1
                 seen[s] = k
         high = max(high, offset + wanted)
         if t - f < _LONG_LIVED:
             for s in range(f, t + 1):
-                # insertion by offset into op s's list
-                k = filled[s]
-                while k > begin[s] and alive_start[k - 1] > offset:
-                    alive_start[k] = alive_start[k - 1]
-                    alive_end[k] = alive_end[k - 1]
-                    k -= 1
-                alive_start[k] = offset
-                alive_end[k] = offset + wanted
+                _insert(alive, begin[s], filled[s], offset, offset + wanted, f, t)
                 filled[s] += 1
         else:
-            k = longs
-            while k > 0 and long_lived[k - 1, 0] > offset:
-                long_lived[k] = long_lived[k - 1]
-                k -= 1
-            long_lived[k, 0] = offset
-            long_lived[k, 1] = offset + wanted
-            long_lived[k, 2] = f
-            long_lived[k, 3] = t
+            _insert(long_lived, 0, longs, offset, offset + wanted, f, t)
             longs += 1
     return high
+
+
+def _insert(
+    rows: np.ndarray, low: int, end: int, start: int, stop: int, first: int, last: int
+) -> None:
+    """Put a placed buffer (offsets ``start``-``stop``, ops ``first``-``last``; as many of
+    these as ``rows`` has columns) into ``rows[low:end]``, ordered by start offset."""
+    k = end
+    while k > low and rows[k - 1, 0] > start:
+        rows[k] = rows[k - 1]
+        k -= 1
+    rows[k, 0] = start
+    rows[k, 1] = stop
+    if rows.shape[1] > 2:
+        rows[k, 2] = first
+        rows[k, 3] = last
 
 
 @functools.cache
@@ -214,7 +214,8 @@ def kernel() -> Callable[[np.ndarray, int], int] | None:
     # cache=True: compiled once per installation (~5 s), then loaded (~1 s).
     # greedy_high_water finds these by their global names: compiled code must find them
     # compiled.
-    global _first_fit, _placement_order
+    global _first_fit, _placement_order, _insert
+    _insert = njit(cache=True, nogil=True, inline="always")(_insert)
     _first_fit = njit(cache=True, nogil=True)(_first_fit)
     _placement_order = njit(cache=True, nogil=True)(_placement_order)
     planner = njit(cache=True, nogil=True)(greedy_high_water)

@@ -42,6 +42,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,34 @@ def _rate(batch: list, seconds: float = 30.0) -> tuple[float, float, int]:
     return done / (time.process_time() - cpu), done / (time.perf_counter() - wall), done
 
 
+def _late_whole_patch(cfg: Any) -> bool:
+    """Whether a patch that reads the whole image comes after one that reads a slice of it
+    (the converter ran such a patch partly out of turn before the exporter chained them)."""
+    from edgekit.spaces.tiny_cnn import patch_plan
+
+    whole = (0, cfg.resolution, 0, cfg.resolution)
+    sliced = False
+    for steps in patch_plan(cfg).patches:
+        sliced = sliced or steps[0].in_region != whole
+        if sliced and steps[0].in_region == whole:
+            return True
+    return False
+
+
+# The families the speed part and the synthesis check report on: (space, which configs).
+FAMILIES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "tiny-cnn whole-image": ("tiny-cnn", lambda c: c.patch_grid == 1),
+    "tiny-cnn patched": ("tiny-cnn", lambda c: c.patch_grid > 1),
+    "tiny-cnn patched, 1 stage": ("tiny-cnn", lambda c: c.patch_grid > 1 and c.patch_stages == 1),
+    "tiny-cnn patched, 2 stages": ("tiny-cnn", lambda c: c.patch_grid > 1 and c.patch_stages == 2),
+    "2 stages, a whole-image patch after sliced ones": (
+        "tiny-cnn", lambda c: c.patch_grid > 1 and c.patch_stages == 2 and _late_whole_patch(c),
+    ),
+    "tiny-cnn (space mix)": ("tiny-cnn", lambda c: True),
+    "tiny-vit": ("tiny-vit", lambda c: True),
+}
+
+
 def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
     """configs/s of ``estimate_config_bytes`` (32-bit build) per family, on one core: a cold
     start (every cache empty), steady state (``count`` new configs after ``warmup`` other new
@@ -181,16 +210,11 @@ def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
 
     rng = random.Random(seed)
     results = []
-    for name, space_name, keep in (
-        ("tiny-cnn whole-image", "tiny-cnn", lambda c: c.patch_grid == 1),
-        ("tiny-cnn patched", "tiny-cnn", lambda c: c.patch_grid > 1),
-        ("tiny-cnn patched, 1 stage", "tiny-cnn",
-         lambda c: c.patch_grid > 1 and c.patch_stages == 1),
-        ("tiny-cnn patched, 2 stages", "tiny-cnn",
-         lambda c: c.patch_grid > 1 and c.patch_stages == 2),
-        ("tiny-cnn (space mix)", "tiny-cnn", lambda c: True),
-        ("tiny-vit", "tiny-vit", lambda c: True),
+    for name in (
+        "tiny-cnn whole-image", "tiny-cnn patched", "tiny-cnn patched, 1 stage",
+        "tiny-cnn patched, 2 stages", "tiny-cnn (space mix)", "tiny-vit",
     ):  # fmt: skip
+        space_name, keep = FAMILIES[name]
         space = get_space(space_name)
         seen: set = set()
         from_config._estimate_bytes.cache_clear()
@@ -207,20 +231,6 @@ def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
     return results
 
 
-def _late_whole_patch(cfg: Any) -> bool:
-    """Whether a patch that reads the whole image comes after one that reads a slice of it
-    (the converter ran such a patch partly out of turn before the exporter chained them)."""
-    from edgekit.spaces.tiny_cnn import patch_plan
-
-    whole = (0, cfg.resolution, 0, cfg.resolution)
-    sliced = False
-    for steps in patch_plan(cfg).patches:
-        sliced = sliced or steps[0].in_region != whole
-        if sliced and steps[0].in_region == whole:
-            return True
-    return False
-
-
 def synthesis_check(count: int, seed: int) -> list[dict[str, Any]]:
     """Fast path vs full synthesis on ``count`` new random configs per family."""
     from edgekit.estimate import _config_fast
@@ -228,16 +238,11 @@ def synthesis_check(count: int, seed: int) -> list[dict[str, Any]]:
 
     rng = random.Random(seed)
     results = []
-    for name, space_name, keep in (
-        ("tiny-cnn whole-image", "tiny-cnn", lambda c: c.patch_grid == 1),
-        ("tiny-cnn patched, 1 stage", "tiny-cnn",
-         lambda c: c.patch_grid > 1 and c.patch_stages == 1),
-        ("tiny-cnn patched, 2 stages", "tiny-cnn",
-         lambda c: c.patch_grid > 1 and c.patch_stages == 2),
-        ("2 stages, a whole-image patch after sliced ones", "tiny-cnn",
-         lambda c: c.patch_grid > 1 and c.patch_stages == 2 and _late_whole_patch(c)),
-        ("tiny-vit", "tiny-vit", lambda c: True),
+    for name in (
+        "tiny-cnn whole-image", "tiny-cnn patched, 1 stage", "tiny-cnn patched, 2 stages",
+        "2 stages, a whole-image patch after sliced ones", "tiny-vit",
     ):  # fmt: skip
+        space_name, keep = FAMILIES[name]
         space = get_space(space_name, rng.choice([2, 10]), rng.choice([1, 3]))
         checked, mismatches, seen = 0, [], set()
         while checked < count:
@@ -422,7 +427,7 @@ def main() -> None:
     checks = synthesis_check(args.synthesis_check, args.seed + 2) if args.synthesis_check else []
     speeds = median_speeds([
         speed(args.speed_configs, args.speed_warmup, args.seed + 1)
-        for _ in range(args.speed_repeats if args.speed_configs else 0)
+        for _ in range(args.speed_repeats)
     ]) if args.speed_configs else []  # fmt: skip
     summary = summarize(rows)
     print_tables(summary, speeds, checks)

@@ -351,9 +351,9 @@ def test_compiled_combination_equals_the_python_one(pointer_bytes, monkeypatch):
 def test_a_patched_part_assembled_and_combined_in_one_call_equals_two_calls(
     pointer_bytes, monkeypatch
 ):
-    """A two-stage patched config whose later pieces are known is assembled and combined in
-    one compiled call, with the same figures as the assembly and the combination called one
-    after the other."""
+    """A two-stage patched config whose later pieces are known is found, assembled and
+    combined in one compiled call, with the same figures as the assembly and the combination
+    called one after the other on rows found in Python."""
     if _combine.patched_kernel() is None:
         pytest.skip("numba is not installed")
     monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
@@ -371,6 +371,48 @@ def test_a_patched_part_assembled_and_combined_in_one_call_equals_two_calls(
     monkeypatch.setattr(_combine, "patched_kernel", lambda: counted)
     assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == two_calls
     assert len(calls) == len(configs)
+
+
+def test_the_compiled_row_lookup_finds_the_rows_of_the_python_keys(monkeypatch):
+    """A two-stage patched config's later pieces are found in compiled code by the keys
+    _cnn_keys gives them in Python: the same rows, compiled and as plain Python; none when
+    a piece has no row yet."""
+    if _combine.patched_kernel() is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
+    config = from_config._runtime_for(4, 16)
+    configs = _two_stage_configs(40, seed=7)
+    for cfg in configs[:30]:  # their rows made and indexed
+        _config_fast.fast_figures(cfg, config)
+    state = _config_fast._ROWS[config]
+    checked = 0
+    for cfg in configs:
+        keys = _config_fast._cnn_keys(cfg)[1:]
+        fields = _config_fast._BLOCK_FIELDS[(cfg.width_mult, cfg.rank_ratio, cfg.fused_stages)]
+        later = (
+            cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride), cfg.num_classes,
+            cfg.fused_stages, cfg.depths, cfg.kernel_sizes, cfg.expand_ratios, fields[1],
+            state.index.keys, state.index.rows,
+        )  # fmt: skip
+        expected = [state.rows[key] for key in keys] if all(k in state.rows for k in keys) else []
+        assert _combine._later_rows(*later).tolist() == expected
+        assert _combine._later_rows.py_func(*later).tolist() == expected
+        checked += bool(expected)
+    assert checked >= 30
+
+
+def test_the_row_index_finds_every_key_as_it_grows():
+    index = _combine.RowIndex()
+    rng = random.Random(0)
+    keys = [rng.randrange(-(1 << 50), 1 << 62) for _ in range(3000)]
+    for row, key in enumerate(keys):
+        index.add(key, row)
+    index.add(keys[0], 99)  # a key already there keeps its row
+    assert index.count == len(set(keys))
+    for row, key in enumerate(keys):
+        at = _patched_kernel.slot(index.keys, key)
+        assert (index.keys[at], index.rows[at]) == (key, row)
+    assert index.keys[_patched_kernel.slot(index.keys, 12345)] == _patched_kernel.EMPTY
 
 
 # Two-stage patched CNNs on a 3x3 grid whose middle patch reads the whole image (no slice of

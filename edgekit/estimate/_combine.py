@@ -6,8 +6,10 @@ call (:func:`_combine`) does what costs most in Python per config: the sums of t
 requests and flash, the constants counted once per model (merged and shared by key), the tail
 terms folded in order, the memory plan of the whole chain (as the flat planner makes it) and
 :func:`edgekit.estimate._config_arena.arena_from_terms`'s arithmetic. A two-stage patched
-piece, made anew per config, comes as extra arrays. Used for tiny-cnn and tiny-vit (see
-``_config_fast.fast_figures``).
+piece, made anew per config, comes as extra arrays; or, once its later pieces have rows, the
+whole config is one call (:func:`_patched_combine`: the rows found by key in a
+:class:`RowIndex`, the patched part assembled, the whole combined). Used for tiny-cnn and
+tiny-vit (see ``_config_fast.fast_figures``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from edgekit.estimate import _flat_plan, _patched_kernel
 from edgekit.estimate._patched_kernel import ASSEMBLED, EMPTY, grown, slot
+from edgekit.spaces.tiny_cnn import MAX_DEPTH, STAGE_STRIDES
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +30,18 @@ logger = logging.getLogger(__name__)
 TENSORS, REQUESTS, LAYOUTS, OPS, OP_DATA, FIRST_OP_DATA, PEAK, PERSIST, SCRATCH = range(9)
 INFO_COLUMNS = 9
 KEY_COLUMNS = 3  # a counted-once constant's flash: bytes, int64 vectors, fillers
+
+# A tiny-cnn block's key (see _config_fast._cnn_keys), an int64: its input map size (16 bits),
+# kernel (16 bits; 0: fused), stride (8 bits) and the number of its other fields (channels,
+# ranks: see _config_fast._block_fields) from these bits up.
+KERNEL_SHIFT, STRIDE_SHIFT, NUMBER_SHIFT = 16, 32, 40
+EXPANDS = 16  # a block's fields are found by its expand ratio where it is below this
+MISSING = -4  # _patched_combine's status: a piece after the patched part has no row yet
+
+
+def head_key(size: int, channels: int, classes: int) -> int:
+    """A tiny-cnn head's key in :class:`RowIndex` (negative: no block's)."""
+    return -1 - (size | channels << 16 | classes << 32)
 
 
 class BundleTable:
@@ -88,6 +103,32 @@ class BundleTable:
         self.first_opcodes.append(first_opcode)
         self.count += 1
         return row
+
+
+class RowIndex:
+    """The rows of a :class:`BundleTable` by int key, in an open-addressing table compiled
+    code reads (see :func:`_later_rows`)."""
+
+    def __init__(self) -> None:
+        self.keys = np.full(1024, EMPTY, np.int64)
+        self.rows = np.zeros(1024, np.int64)
+        self.count = 0
+
+    def add(self, key: int, row: int) -> None:
+        if 2 * (self.count + 1) > len(self.keys):
+            keys, rows = self.keys, self.rows
+            self.keys = np.full(2 * len(keys), EMPTY, np.int64)
+            self.rows = np.zeros(2 * len(keys), np.int64)
+            for old, value in zip(keys.tolist(), rows.tolist(), strict=True):
+                if old != EMPTY:
+                    at = slot(self.keys, old)
+                    self.keys[at] = old
+                    self.rows[at] = value
+        at = slot(self.keys, key)
+        if self.keys[at] != key:
+            self.keys[at] = key
+            self.rows[at] = row
+            self.count += 1
 
 
 _slot = slot  # what _combine calls: compiled with it (see kernel)
@@ -259,24 +300,30 @@ _assemble = _patched_kernel._assemble  # what _patched_combine calls (see patche
 
 
 def _patched_combine(
+    later: tuple,
     assembly: tuple,
     template_opcodes: np.ndarray,
     concat_opcode: int,
-    rows: np.ndarray,
     table: tuple,
     input_bytes: int,
     input_flash: np.ndarray,
     fixed: np.ndarray,
     operator_bytes: np.ndarray,
 ) -> np.ndarray:
-    """A two-stage patched part assembled (``_patched_kernel._assemble``'s arguments:
-    ``assembly``) and combined with the chain ``rows`` after it (:func:`_combine`; ``table``:
-    its arguments from ``info`` to ``columns``) in one call: (assembly status, the model's
-    first opcode, then :func:`_combine`'s figures when the status is ``ASSEMBLED``).
-    ``template_opcodes``: each template's first opcode, ``concat_opcode``: the
-    CONCATENATIONs' (indices into ``operator_bytes``'s columns)."""
-    status, first, columns, info, dropped, flash, keys, key_flash = _assemble(*assembly)
+    """A two-stage patched config in one call: the rows of its pieces after the patched part
+    found (:func:`_later_rows`'s arguments: ``later``), the patched part assembled
+    (``_patched_kernel._assemble``'s arguments: ``assembly``) and the whole combined
+    (:func:`_combine`; ``table``: its arguments from ``info`` to ``columns``): (status, the
+    model's first opcode, then :func:`_combine`'s figures when the status is ``ASSEMBLED``;
+    else MISSING, a piece without a row, or the assembly's). ``template_opcodes``: each
+    template's first opcode, ``concat_opcode``: the CONCATENATIONs' (indices into
+    ``operator_bytes``'s columns)."""
     out = np.zeros(13, np.int64)
+    rows = _later_rows(*later)
+    if len(rows) == 0:
+        out[0] = MISSING
+        return out
+    status, first, columns, info, dropped, flash, keys, key_flash = _assemble(*assembly)
     out[0] = status
     if status != ASSEMBLED:
         return out
@@ -287,6 +334,60 @@ def _patched_combine(
         fixed, operator_bytes, opcode,
     )
     return out
+
+
+def _later_rows(
+    resolution: int,
+    strides: tuple[int, int],
+    classes: int,
+    fused: int,
+    depths: tuple[int, ...],
+    kernels: tuple[int, ...],
+    expands: tuple[int, ...],
+    block_fields: np.ndarray,
+    index_keys: np.ndarray,
+    index_rows: np.ndarray,
+) -> np.ndarray:
+    """The rows of a two-stage patched tiny-cnn's pieces after its patched part (the blocks of
+    stages 1 on, then the head), found in a :class:`RowIndex` (``index_keys``,
+    ``index_rows``) by the keys ``_config_fast._cnn_keys`` gives them, from the config's
+    resolution, (stem, first stage) strides, classes, fused stages, depths, kernel sizes and
+    expand ratios. ``block_fields``: the numbers of the blocks' fields (shifted) at the
+    config's width, rank ratio and fused stages, by [(stage * 2 + later block) * EXPANDS +
+    expand ratio] (-1: not worked out yet), then the head's channels. Empty when a piece is
+    not in the index."""
+    count = 1  # the head
+    for stage in range(1, len(depths)):
+        count += depths[stage]
+    rows = np.empty(count, np.int64)
+    found = 0
+    size = -(-resolution // strides[0])
+    for stage in range(len(depths)):
+        stride = strides[1] if stage == 0 else STAGE_STRIDES[stage]
+        for block in range(depths[stage]):
+            if stage > 0:
+                i = MAX_DEPTH * stage + block
+                expand = expands[i]
+                if expand <= 0 or expand >= EXPANDS:
+                    return rows[:0]
+                number = block_fields[(2 * stage + (block > 0)) * EXPANDS + expand]
+                if number < 0:
+                    return rows[:0]
+                kernel = 0 if stage < fused else kernels[i]
+                key = size | kernel << KERNEL_SHIFT | stride << STRIDE_SHIFT | number
+                at = _slot(index_keys, key)
+                if index_keys[at] != key:
+                    return rows[:0]
+                rows[found] = index_rows[at]
+                found += 1
+            size = -(-size // stride)
+            stride = 1
+    key = -1 - (size | block_fields[len(block_fields) - 1] << 16 | classes << 32)  # head_key
+    at = _slot(index_keys, key)
+    if index_keys[at] != key:
+        return rows[:0]
+    rows[found] = index_rows[at]
+    return rows
 
 
 def fixed_terms(fixed: object, alignment: int, max_scratch: int, planner_bytes: int) -> np.ndarray:
@@ -338,8 +439,9 @@ def patched_kernel() -> Callable | None:
 
     try:
         # _patched_combine finds these by their global names (see kernel)
-        global _assemble, _combine_compiled
+        global _assemble, _combine_compiled, _later_rows
         _assemble, _combine_compiled = assemble, combine
+        _later_rows = njit(cache=True, nogil=True)(_later_rows)
         return njit(cache=True, nogil=True)(_patched_combine)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled patched combination is unavailable (%s)", e)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from edgekit.estimate import runtime as rt
 from edgekit.estimate.arena import _MAX_SCRATCH_BUFFERS_PER_OP, _PLANNER_BYTES_PER_BUFFER
@@ -154,8 +155,7 @@ def _fixed(config: RuntimeConfig) -> _Fixed:
     )
 
 
-@dataclass(frozen=True)
-class ArenaFigures:
+class ArenaFigures(NamedTuple):  # made once per config estimate: a tuple is cheapest
     arena_bytes: int
     head_bytes: int
     tail_bytes: int

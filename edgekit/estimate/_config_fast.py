@@ -18,10 +18,10 @@ once, plans the chain and does the arena arithmetic (:mod:`edgekit.estimate._com
 patched tiny-cnn whose patches cover two stages has a patched piece per (kernel sizes,
 expand ratios) of its first stage, which is rarely seen before: it is assembled per config
 from per-(layer, variant) templates in compiled code (see
-:mod:`edgekit.estimate._patched_kernel`), in the same compiled call as the combination when
-the config's later pieces are known (:func:`_fused_figures`), else on its own
-(:func:`_kernel_patched_parts`), or patch by patch in Python (:func:`_assembled_patched`, a
-few milliseconds) before that and without numba.
+:mod:`edgekit.estimate._patched_kernel`), in one compiled call with finding the rows of the
+config's later pieces and the combination when those pieces are known
+(:func:`_fused_figures`), else on its own (:func:`_kernel_patched_parts`), or patch by patch in
+Python (:func:`_assembled_patched`, a few milliseconds) before that and without numba.
 """
 
 from __future__ import annotations
@@ -338,14 +338,16 @@ def clear_caches() -> None:
     clear_plan_cache()
 
 
-# A whole-image block's key is an int: its fields (see _cnn_keys) 16 bits each, the input map
-# size lowest: an int hashes faster than a tuple, and a config looks up ~12 of them.
-_FIELD_BITS = 16
-_FIELD_LIMIT = 1 << _FIELD_BITS
+# A whole-image block's key is an int (see _combine.KERNEL_SHIFT): an int hashes faster than a
+# tuple, and a config looks up ~12 of them.
+_FIELD_LIMIT = 1 << _combine.KERNEL_SHIFT
 # (width, rank ratio, fused stages) -> a block key's fields above its size, kernel and stride
-# at [(stage * 2 + later block) * _EXPANDS + expand ratio] (None: not worked out yet)
-_BLOCK_FIELDS: dict[tuple[float, float, int], list[int | None]] = {}
-_EXPANDS = 16  # expand ratios below this are looked up by index (the others: see _cnn_keys)
+# at [(stage * 2 + later block) * EXPANDS + expand ratio]: as a list (None: not worked out
+# yet), and as the array _combine._later_rows reads (-1: not worked out yet; last: the head's
+# channels).
+_BLOCK_FIELDS: dict[tuple[float, float, int], tuple[list[int | None], np.ndarray]] = {}
+_EXPANDS = _combine.EXPANDS
+_FIELD_NUMBERS: dict[tuple[int, ...], int] = {}  # a block's fields -> their number
 
 
 def _block_fields(
@@ -363,10 +365,8 @@ def _block_fields(
         raise ConfigError(
             f"width_mult={width}: {max(fields)} channels; expected fewer than {_FIELD_LIMIT}"
         )
-    packed = 0
-    for i, value in enumerate(fields):
-        packed |= value << (_FIELD_BITS * (3 + i))
-    return packed
+    number = _FIELD_NUMBERS.setdefault(fields, len(_FIELD_NUMBERS))
+    return number << _combine.NUMBER_SHIFT
 
 
 def block_size(key: int) -> int:
@@ -381,7 +381,7 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple | int]:
     hidden channels, output channels, ranks and whether it is a stage's later block, not its
     stage or position: blocks of any stage or resolution that agree share one piece (its
     layer names only order ops inside it, where the chain of layers fixes the order anyway).
-    Block keys are ints (see _FIELD_BITS), the others tuples."""
+    Block keys are ints (see _combine.KERNEL_SHIFT), the others tuples."""
     res, width, ratio = cfg.resolution, cfg.width_mult, cfg.rank_ratio
     kernels, expands, depths = cfg.kernel_sizes, cfg.expand_ratios, cfg.depths
     fused = cfg.fused_stages
@@ -401,9 +401,14 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple | int]:
                 kernels[:d], expands[:d], fused > 0,
             )]  # fmt: skip
             first_stage = 1
-    table = _BLOCK_FIELDS.get((width, ratio, fused))
-    if table is None:
-        table = _BLOCK_FIELDS[(width, ratio, fused)] = [None] * (2 * NUM_STAGES * _EXPANDS)
+    tables = _BLOCK_FIELDS.get((width, ratio, fused))
+    if tables is None:
+        tables = _BLOCK_FIELDS[(width, ratio, fused)] = (
+            [None] * (2 * NUM_STAGES * _EXPANDS),
+            np.full(2 * NUM_STAGES * _EXPANDS + 1, -1, np.int64),
+        )
+        tables[1][-1] = stage_channels(width)[2][-1]
+    table = tables[0]
     size = -(-res // cfg.stem_stride)  # the first block's depthwise conv has stride 1
     stage_strides = (cfg.first_stage_stride, *STAGE_STRIDES[1:])
     for stage, depth in enumerate(depths):
@@ -417,10 +422,11 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple | int]:
                 if fields is None:
                     fields = _block_fields(width, ratio, fused, stage, block > 0, expand)
                     if 0 < expand < _EXPANDS:
-                        table[at] = fields
+                        table[at] = tables[1][at] = fields
                 kernel = 0 if stage < fused else kernels[i]
                 keys.append(
-                    size | kernel << _FIELD_BITS | stride << (2 * _FIELD_BITS) | fields
+                    size | kernel << _combine.KERNEL_SHIFT | stride << _combine.STRIDE_SHIFT
+                    | fields
                 )
             size = -(-size // stride)
             stride = 1
@@ -508,10 +514,10 @@ def _block_template(
 ) -> _BlockTemplate | None:
     """The template of the block ``key`` (a _cnn_keys block key): made from its ``spec``
     (None if it is not known yet and no spec is given)."""
-    template_key = (key >> _FIELD_BITS, config)  # all but the size
+    template_key = (key >> _combine.KERNEL_SHIFT, config)  # all but the size
     template = _BLOCK_TEMPLATES.get(template_key)
     if template is None and spec is not None:
-        size, stride = block_size(key), block_size(key >> (2 * _FIELD_BITS))
+        size, stride = block_size(key), (key >> _combine.STRIDE_SHIFT) & 255
         part = piece(*spec)
         tail = summarize([op_profile(k, config) for k in part.keys], config)
         outputs = []
@@ -669,6 +675,11 @@ _LAYER_NUMBERS: dict[tuple, int] = {}  # patch layer key -> its number, from 0 u
 class _BlockLayers(NamedTuple):
     layers: tuple[_PatchLayer, ...]
     shapes: tuple[tuple[int, int, int], ...]  # (kernel, stride, skip source in the block or -1)
+    numbers: tuple[int, ...]  # each layer's number
+    shapes_number: int  # the shapes' number in _BLOCK_SHAPES
+
+
+_BLOCK_SHAPES: dict[tuple[tuple[int, int, int], ...], int] = {}  # a block's shapes -> number
 
 
 @functools.lru_cache(maxsize=4096)
@@ -707,7 +718,9 @@ def _patch_layers(layers: Sequence[CnnLayer]) -> _BlockLayers:
         (layer.key[4], layer.key[5], index_of[layer.key[-1]] if layer.key[-1] else -1)
         for layer in patch_layers
     )
-    return _BlockLayers(tuple(patch_layers), shapes)
+    numbers = tuple(layer.number for layer in patch_layers)
+    shapes_number = _BLOCK_SHAPES.setdefault(shapes, len(_BLOCK_SHAPES))
+    return _BlockLayers(tuple(patch_layers), shapes, numbers, shapes_number)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -747,6 +760,9 @@ class _FirstStage(NamedTuple):
 _SHAPES: list[tuple[tuple[int, int, int], ...]] = []
 _SHAPE_IDS: dict[tuple[tuple[int, int, int], ...], int] = {}
 _SHAPE_ARRAYS: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # kernels, strides, sources
+# (shapes number of a first stage's first layers (-1: none), shapes number of the block after
+# them) -> shapes number of the first stage through that block
+_SHAPE_STEPS: dict[tuple[int, int], int] = {}
 
 
 def _first_stage_of(cfg: TinyCnnConfig) -> _FirstStage:
@@ -766,28 +782,35 @@ def _first_stage(
 ) -> _FirstStage:  # fmt: skip
     """The layers of a two-stage patched piece, by what shapes them."""
     # (the stem and first block do not depend on the kernel and expand ratio)
-    parts = [_stage_blocks(width, channels, rank, 3, 2, strides, fused)[0]]
+    stem = _stage_blocks(width, channels, rank, 3, 2, strides, fused)[0]
+    layers, numbers = stem.layers, stem.numbers
+    shapes_id = _shapes_step(-1, stem)
     for block, (kernel, expand) in enumerate(zip(kernels, expands, strict=True)):
-        blocks = _stage_blocks(width, channels, rank, kernel, expand, strides, fused)
-        parts.append(blocks[1 + block])
-    layers: tuple[_PatchLayer, ...] = ()
-    shapes: list[tuple[int, int, int]] = []
-    for part in parts:
-        offset = len(layers)
+        part = _stage_blocks(width, channels, rank, kernel, expand, strides, fused)[1 + block]
+        shapes_id = _shapes_step(shapes_id, part)
         layers += part.layers
-        shapes += [
-            (kernel, stride, source + offset if source >= 0 else -1)
-            for kernel, stride, source in part.shapes
-        ]
-    shapes_key = tuple(shapes)
-    shapes_id = _SHAPE_IDS.get(shapes_key)
+        numbers += part.numbers
+    return _FirstStage(layers, _SHAPES[shapes_id], np.array(numbers, np.int64), shapes_id)
+
+
+def _shapes_step(before: int, block: _BlockLayers) -> int:
+    """The shapes number of the layers numbered ``before`` (-1: none) and then ``block``'s."""
+    shapes_id = _SHAPE_STEPS.get((before, block.shapes_number))
     if shapes_id is None:
-        shapes_id = _SHAPE_IDS[shapes_key] = len(_SHAPES)
-        _SHAPES.append(shapes_key)
-        columns = np.array(shapes_key, np.int64).T.copy()
-        _SHAPE_ARRAYS.append((columns[0], columns[1], columns[2]))
-    numbers = np.array([layer.number for layer in layers], np.int64)
-    return _FirstStage(layers, _SHAPES[shapes_id], numbers, shapes_id)
+        shapes = _SHAPES[before] if before >= 0 else ()
+        offset = len(shapes)
+        shapes += tuple(
+            (kernel, stride, source + offset if source >= 0 else -1)
+            for kernel, stride, source in block.shapes
+        )
+        shapes_id = _SHAPE_IDS.get(shapes)
+        if shapes_id is None:
+            shapes_id = _SHAPE_IDS[shapes] = len(_SHAPES)
+            _SHAPES.append(shapes)
+            columns = np.array(shapes, np.int64).T.copy()
+            _SHAPE_ARRAYS.append((columns[0], columns[1], columns[2]))
+        _SHAPE_STEPS[(before, block.shapes_number)] = shapes_id
+    return shapes_id
 
 
 def _assembled_patched(cfg: TinyCnnConfig, config: RuntimeConfig) -> _Bundle:
@@ -1011,12 +1034,12 @@ def _template(
     return template
 
 
-# int32 constant code -> (flash of the constant, flash of its data unless other pieces may
-# hold it too, (key, flash columns) of data other pieces may hold too: see _geometric_constants)
-_CODE_TERMS: dict[int, tuple[int, int, tuple[tuple[int, list[int]], ...]]] = {}
+# int32 constant code -> (flash of the constant and of its data unless other pieces may hold
+# it too, (key, flash columns) of data other pieces may hold too: see _geometric_constants)
+_CODE_TERMS: dict[int, tuple[int, tuple[tuple[int, list[int]], ...]]] = {}
 
 
-def _code_terms(code: int) -> tuple[int, int, tuple[tuple[int, list[int]], ...]]:
+def _code_terms(code: int) -> tuple[int, tuple[tuple[int, list[int]], ...]]:
     """:data:`_CODE_TERMS` of an int32 constant by its code (see
     ``_patched_kernel.CODE_SHIFT``), as ``GraphBuilder.index_constant`` makes it."""
     kind = code >> _patched_kernel.CODE_SHIFT
@@ -1028,13 +1051,13 @@ def _code_terms(code: int) -> tuple[int, int, tuple[tuple[int, list[int]], ...]]
     else:
         shape, values = (4, 2), (0, 0, *digits, 0, 0)
     tensor = GraphBuilder().index_constant(values, shape)
-    private, public = 0, []
+    flash, public = _pack(tensor_terms(tensor)), []
     for key, part in shared_terms(tensor):
         if _is_public(key):
             public.append((2 * _key_number(key) + 1, _columns(_pack(part))[:3]))
         else:
-            private += _pack(part)
-    terms = _CODE_TERMS[code] = (_pack(tensor_terms(tensor)), private, tuple(public))
+            flash += _pack(part)
+    terms = _CODE_TERMS[code] = (flash, tuple(public))
     return terms
 
 
@@ -1189,12 +1212,12 @@ def _geometric_constants(codes: np.ndarray) -> tuple:
     tensor and one buffer (distinct values; a merged op's constants are those of the op it is
     merged into)."""
     distinct = set(codes.tolist())
-    terms = _CODE_TERMS
+    flash = 0
+    public: list[tuple[int, list[int]]] = []
     for code in distinct:
-        if code not in terms:
-            _code_terms(code)
-    flash = sum([terms[code][0] + terms[code][1] for code in distinct])
-    public = [entry for code in distinct for entry in terms[code][2]]
+        terms = _CODE_TERMS.get(code) or _code_terms(code)
+        flash += terms[0]
+        public += terms[1]
     return (
         len(distinct), np.array(_columns(flash), np.int64),
         np.array([key for key, _ in public], np.int64),
@@ -1237,12 +1260,21 @@ class _Rows:
     def __init__(self, config: RuntimeConfig) -> None:
         self.table = _combine.BundleTable(config.pointer_bytes, _FLASH_COLUMNS)
         self.rows: dict[object, int] = {}
+        self.index = _combine.RowIndex()  # the tiny-cnn blocks' and heads' rows
         fixed = _fixed(config)
         self.fixed = _combine.fixed_terms(
             fixed, config.alignment, _MAX_SCRATCH_BUFFERS_PER_OP, _PLANNER_BYTES_PER_BUFFER
         )
         # arena_from_terms's arithmetic holds for alignments that are multiples of this
         self.supported = not config.alignment % fixed.modulus
+
+    def add(self, key: object, row: tuple) -> None:
+        """A new row (see _row_arrays) for the piece ``key``."""
+        number = self.rows[key] = self.table.add(*row)
+        if isinstance(key, int):
+            self.index.add(key, number)
+        elif key[0] == "head":  # type: ignore[index]
+            self.index.add(_combine.head_key(*key[1:]), number)  # type: ignore[index]
 
 
 _ROWS: dict[RuntimeConfig, _Rows] = {}
@@ -1285,14 +1317,16 @@ def _compiled_figures(
     if not state.supported:
         return None
     first = parts = None
+    two_stage = (
+        isinstance(cfg, TinyCnnConfig) and cfg.patch_grid > 1 and cfg.patch_stages == 2
+    )
+    if two_stage:  # the common case: one compiled call
+        figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
+        if figures is not None:
+            return figures
     keys = _vit_keys(cfg) if isinstance(cfg, TinyVitConfig) else _cnn_keys(cfg)
-    if keys[0][0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
+    if two_stage:
         keys = keys[1:]
-        known = [state.rows.get(key) for key in keys]
-        if None not in known:  # the common case: one compiled call
-            figures = _fused_figures(cfg, config, state, known)  # type: ignore[arg-type]
-            if figures is not None:
-                return figures
         parts = _kernel_patched_parts(cfg, config)  # type: ignore[arg-type]
         if parts is None:
             first = _assembled_patched(cfg, config)  # type: ignore[arg-type]
@@ -1308,7 +1342,7 @@ def _compiled_figures(
                 row = _row_arrays(bundle)
                 if row is None:
                     return None
-                rows[key] = state.table.add(*row)
+                state.add(key, row)
         chain = [rows[key] for key in keys]
     if parts is not None:
         first_arrays = parts[:6]
@@ -1351,25 +1385,32 @@ def _combined_figures(
 
 
 def _fused_figures(
-    cfg: TinyCnnConfig, config: RuntimeConfig, state: _Rows, chain: list[int]
+    cfg: TinyCnnConfig, config: RuntimeConfig, state: _Rows
 ) -> tuple[ArenaFigures, int] | None:
-    """:func:`_compiled_figures` of a two-stage patched config whose later pieces are the
-    table's rows ``chain``: its patched part assembled and the whole combined in one compiled
-    call (None: not for this config)."""
+    """:func:`_compiled_figures` of a two-stage patched config in one compiled call: the rows
+    of its later pieces found, its patched part assembled, the whole combined (None: not for
+    this config, or a later piece has no row yet)."""
     fused = _combine.patched_kernel()
-    if fused is None:
+    fields = _BLOCK_FIELDS.get((cfg.width_mult, cfg.rank_ratio, cfg.fused_stages))
+    if fused is None or fields is None:
         return None
     input_bytes, input_flash, _, input_layouts = _input_terms(
         cfg.resolution, cfg.in_channels, config.alignment
     )
-    rows = np.array(chain, np.int64)
+    later = (
+        cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride), cfg.num_classes,
+        cfg.fused_stages, cfg.depths, cfg.kernel_sizes, cfg.expand_ratios, fields[1],
+        state.index.keys, state.index.rows,
+    )  # fmt: skip
     assembled = _assembly(cfg, config, lambda arguments, templates, concat_opcode: fused(
-        arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode], rows, state.table.arrays,
+        later, arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode], state.table.arrays,
         input_bytes, input_flash, state.fixed, _OPERATOR_BYTES,
     ))  # fmt: skip
     if assembled is None:
         return None
-    _, first_opcode, *out = assembled[2].tolist()
+    status, first_opcode, *out = assembled[2].tolist()
+    if status != _patched_kernel.ASSEMBLED:
+        return None
     return _combined_figures(out, input_layouts, _OPCODE_NAMES[first_opcode])
 
 

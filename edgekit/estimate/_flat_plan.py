@@ -119,6 +119,7 @@ def _placement_order(size: np.ndarray, rank: np.ndarray) -> np.ndarray:
 
 
 _LONG_LIVED = 4  # ops from which a buffer's lifetime counts as long
+_BLOCK_SHIFT = 3  # ops are grouped in blocks of 2**_BLOCK_SHIFT (see _first_fit's top)
 
 
 def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.ndarray) -> int:
@@ -143,17 +144,21 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
         begin[s + 1] += begin[s]
     alive = np.empty((begin[ops], 2), np.int64)
     filled = begin[:ops].copy()
+    # Per block of ops, the highest end of a short-lived buffer placed in it: a buffer whose
+    # offset is already there skips the block's ops (a long-lived one spans ~100 ops, and
+    # most of them lie below it).
+    top = np.zeros((ops >> _BLOCK_SHIFT) + 1, np.int64)
     # Placed long-lived buffers by offset: (start, end, first op, last op).
     long_lived = np.empty((count, 4), np.int64)
     longs = 0
-    seen = np.empty(ops, np.int64)  # per op of the buffer's lifetime: entries looked at
+    # Per op of the buffer's lifetime: entries looked at (valid where stamp is the buffer's).
+    seen = np.empty(ops, np.int64)
+    stamp = np.full(ops, -1, np.int64)
     high = 0
     for placed in range(count):
         i = order[placed]
         wanted, f, t = size[i], first[i], last[i]
         offset = 0
-        for s in range(f, t + 1):
-            seen[s] = begin[s]
         seen_long = 0
         # Every buffer below offset + wanted that is alive with this one raises the offset
         # to its end; the offset only rises, so each list is walked once, in rounds until
@@ -168,19 +173,29 @@ def _first_fit(size: np.ndarray, first: np.ndarray, last: np.ndarray, order: np.
                     moved = True
                 k += 1
             seen_long = k
-            for s in range(f, t + 1):
-                k = seen[s]
+            s = f
+            while s <= t:
+                if top[s >> _BLOCK_SHIFT] <= offset:  # nothing there can raise it
+                    s = ((s >> _BLOCK_SHIFT) + 1) << _BLOCK_SHIFT
+                    continue
+                if stamp[s] == placed:
+                    k = seen[s]
+                else:
+                    stamp[s] = placed
+                    k = begin[s]
                 while k < filled[s] and alive[k, 0] < offset + wanted:
                     if alive[k, 1] > offset:
                         offset = alive[k, 1]
                         moved = True
                     k += 1
                 seen[s] = k
+                s += 1
         high = max(high, offset + wanted)
         if t - f < _LONG_LIVED:
             for s in range(f, t + 1):
                 _insert(alive, begin[s], filled[s], offset, offset + wanted, f, t)
                 filled[s] += 1
+                top[s >> _BLOCK_SHIFT] = max(top[s >> _BLOCK_SHIFT], offset + wanted)
         else:
             _insert(long_lived, 0, longs, offset, offset + wanted, f, t)
             longs += 1

@@ -39,6 +39,16 @@ class RuntimeConfig:
     def abi(self) -> Abi:
         return Abi(self.pointer_bytes)
 
+    def __hash__(self) -> int:
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        # A config is hashed several times per estimate (it keys the fast path's caches):
+        # once per object. Of the fields that hash alike in every process (it may be pickled).
+        fields = (self.pointer_bytes, self.alignment, self.recording_allocator, self.compression)
+        return hash(fields)
+
 
 PYTHON_X86_64 = RuntimeConfig()
 FIRMWARE_32BIT = RuntimeConfig(

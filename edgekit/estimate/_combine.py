@@ -90,12 +90,13 @@ class BundleTable:
         self.drops[row] = drops
         self.flash[row] = flash
         start = self.key_start[row]
-        self.keys = grown(self.keys, start + len(keys))
-        self.key_flash = grown(self.key_flash, start + len(keys))
-        for i, (number, kind, key_flash) in enumerate(keys):
-            self.keys[start + i] = 2 * number + kind
-            self.key_flash[start + i] = key_flash
-        self.key_start[row + 1] = start + len(keys)
+        end = start + len(keys)
+        self.keys = grown(self.keys, end)
+        self.key_flash = grown(self.key_flash, end)
+        if keys:
+            self.keys[start:end] = [2 * number + kind for number, kind, _ in keys]
+            self.key_flash[start:end] = [key_flash for _, _, key_flash in keys]
+        self.key_start[row + 1] = end
         start = self.column_start[row]
         self.columns = grown(self.columns, start + columns.shape[1])
         self.columns[start : start + columns.shape[1]] = columns.T
@@ -109,9 +110,13 @@ class RowIndex:
     """The rows of a :class:`BundleTable` by int key, in an open-addressing table compiled
     code reads (see :func:`_later_rows`)."""
 
-    def __init__(self) -> None:
-        self.keys = np.full(1024, EMPTY, np.int64)
-        self.rows = np.zeros(1024, np.int64)
+    def __init__(self, capacity: int = 1024) -> None:
+        """``capacity``: keys to hold before the table grows (growing re-adds every key)."""
+        slots = 1024
+        while slots < 2 * capacity:
+            slots *= 2
+        self.keys = np.full(slots, EMPTY, np.int64)
+        self.rows = np.zeros(slots, np.int64)
         self.count = 0
 
     def add(self, key: int, row: int) -> None:

@@ -145,7 +145,9 @@ def _packed(columns: Sequence[int]) -> int:
 
 
 _OPCODE_NAMES = tuple(OPCODES)  # in _OPCODE_SHIFT's order
-_FRAMES: dict[tuple[int, str], tuple[int, int]] = {}
+# (opcodes as a bit set, first opcode, layout bits) -> the file's bytes that depend on them
+# alone: its frame and the vtables of its tables' layouts
+_FRAMES: dict[tuple[int, str, int], int] = {}
 
 
 def _flash_from_columns(
@@ -180,14 +182,18 @@ def _file_size(
 ) -> int:
     """The file's size from its bytes, int64 vectors and fillers (``columns``), its operators
     (count, bytes of their tables, bit set of their opcodes) and layout bits."""
-    frame = _FRAMES.get((mask, first_opcode))
-    if frame is None:
+    framed = _FRAMES.get((mask, first_opcode, layout_bits))
+    if framed is None:
         opcodes = frozenset(name for i, name in enumerate(_OPCODE_NAMES) if mask >> i & 1)
-        frame = _FRAMES[(mask, first_opcode)] = _frame(opcodes, first_opcode)
-    frame_bytes, frame_bits = frame
+        frame_bytes, frame_bits = _frame(opcodes, first_opcode)
+        if len(_FRAMES) > 65536:  # bounded, like the other caches
+            _FRAMES.clear()
+        framed = _FRAMES[(mask, first_opcode, layout_bits)] = frame_bytes + _vtable_bytes(
+            layout_bits | frame_bits
+        )
     return file_bytes(
-        columns[0] + frame_bytes + lists_bytes(tensor_count, ops) + operators,
-        _vtable_bytes(layout_bits | frame_bits), columns[1], columns[2],
+        columns[0] + framed + lists_bytes(tensor_count, ops) + operators, 0, columns[1],
+        columns[2],
     )  # fmt: skip
 
 
@@ -197,7 +203,6 @@ def _frame(opcodes: frozenset[str], first_opcode: str) -> tuple[int, int]:
     return frame_bytes, _layout_bits(layouts)
 
 
-@functools.lru_cache(maxsize=4096)
 def _vtable_bytes(bits: int) -> int:
     return sum(vtable_bytes(layout) for layout, bit in _LAYOUT_BITS.items() if bits >> bit & 1)
 
@@ -328,6 +333,7 @@ def clear_caches() -> None:
     _bundle.cache_clear()
     _unit.cache_clear()
     _concats.cache_clear()
+    _concat_terms.cache_clear()
     _patch_geometry.cache_clear()
     _TEMPLATES.clear()
     _BLOCK_TEMPLATES.clear()
@@ -940,7 +946,9 @@ class _PatchGeometry(NamedTuple):
     sliced: tuple[int, int] | None  # a patch (i, j) reading part of the image, if any
     out_hw: tuple[tuple[int, int], ...]  # each patch's output
     concats: dict[tuple[int, RuntimeConfig], tuple]  # (channels, runtime) -> _concat_terms
-    constants: tuple  # the int32 constants merged by value: see _geometric_constants
+    # what the compiled assembly reads of it: axis, flags, skip_of, usage, then the int32
+    # constants merged by value (see _geometric_constants)
+    arguments: tuple
 
 
 @functools.lru_cache(maxsize=4096)
@@ -960,7 +968,7 @@ def _patch_geometry(resolution: int, grid: int, shapes_id: int) -> _PatchGeometr
     return _PatchGeometry(
         axis, flags, sources, usage, (0, cut[0]) if cut else None,
         tuple((height, width) for height in sizes for width in sizes), {},
-        _geometric_constants(codes),
+        (axis, flags, sources, usage, *_geometric_constants(codes)),
     )  # fmt: skip
 
 
@@ -972,6 +980,17 @@ class _Templates:
         self.slices: dict[int, int] = {}  # input channels -> the image slice's template
         self.layer_flash: dict[int, list[int]] = {}  # layer number -> its own constants
         self.opcodes = np.zeros(64, np.int64)  # each template's first opcode (_OPCODE_INDEX)
+        self.runtime = (config.alignment, _fixed(config).request)
+        self._arrays: tuple = ()
+        self._arguments: tuple = ()
+
+    @property
+    def arguments(self) -> tuple:
+        """What the compiled assembly reads of the runtime and the store (see _assembly)."""
+        arrays = self.store.arrays
+        if arrays is not self._arrays:
+            self._arrays, self._arguments = arrays, self.runtime + arrays
+        return self._arguments
 
 
 def _is_public(key: tuple) -> bool:
@@ -1184,18 +1203,13 @@ def _assembly(
         concats = geometry.concats[(out_channels, config)] = _concat_terms(
             tuple((1, h, w, out_channels) for h, w in geometry.out_hw), cfg.patch_grid, config
         )
-    concat_ops, concat_run, concat_flash, concat_layouts, concat_opcode = concats
+    concat_run, concat_opcode = concats[1], concats[4]
     if slice_id == _patched_kernel.UNUSABLE or concat_run is None or templates.store.scratch_count:
         return None
+    own = (numbers, slice_id, cfg.resolution, out_channels, *concats[:4])
     for _ in range(2):  # at most: templates missing, then done
-        store = templates.store
-        result = call((
-            geometry.axis, geometry.flags, geometry.skip_of, numbers, geometry.usage,
-            store.table, slice_id, cfg.resolution, out_channels, store.info, store.drops,
-            store.ops, store.scratch, store.flash, store.layer_flash, store.public_start,
-            store.public_keys, store.public_flash, config.alignment, _fixed(config).request,
-            concat_run, concat_flash, concat_ops, concat_layouts, *geometry.constants,
-        ), templates, concat_opcode)  # fmt: skip
+        arguments = geometry.arguments + own + templates.arguments
+        result = call(arguments, templates, concat_opcode)
         if result[0] == _patched_kernel.UNKNOWN:
             _add_templates(layers, geometry, templates, config)
         elif result[0] == _patched_kernel.UNUSABLE:
@@ -1225,6 +1239,7 @@ def _geometric_constants(codes: np.ndarray) -> tuple:
     )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)
 def _concat_terms(
     shapes: tuple[tuple[int, ...], ...], grid: int, config: RuntimeConfig
 ) -> tuple[int, np.ndarray | None, int, int, str]:
@@ -1260,7 +1275,7 @@ class _Rows:
     def __init__(self, config: RuntimeConfig) -> None:
         self.table = _combine.BundleTable(config.pointer_bytes, _FLASH_COLUMNS)
         self.rows: dict[object, int] = {}
-        self.index = _combine.RowIndex()  # the tiny-cnn blocks' and heads' rows
+        self.index = _combine.RowIndex(_MAX_BUNDLES)  # the tiny-cnn blocks' and heads' rows
         fixed = _fixed(config)
         self.fixed = _combine.fixed_terms(
             fixed, config.alignment, _MAX_SCRATCH_BUFFERS_PER_OP, _PLANNER_BYTES_PER_BUFFER
@@ -1289,10 +1304,10 @@ def _row_arrays(bundle: _Bundle) -> tuple | None:
     keys = []
     for kind, pairs in enumerate((bundle.merged, bundle.shared)):
         for number, packed in dict(pairs).items():
-            columns = _columns(packed)
-            if any(columns[3:]):
+            if packed >> (_BYTES_BITS + 2 * _COUNT_BITS):  # operators (see _columns)
                 return None
-            keys.append((number, kind, columns[:3]))
+            columns = [packed & _BYTES_MASK, (packed >> _BYTES_BITS) & _COUNT_MASK]
+            keys.append((number, kind, [*columns, packed >> (_BYTES_BITS + _COUNT_BITS)]))
     info = (
         bundle.tensors, bundle.requests, bundle.layouts, ops, op_data, first_op_data, peak,
         persist, scratch,
@@ -1304,6 +1319,26 @@ _NO_FIRST = (
     np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
     np.empty(0, np.int64), np.empty((0, 3), np.int64), np.empty((4, 0), np.int64),
 )  # fmt: skip
+
+
+def _add_rows(
+    cfg: TinyCnnConfig | TinyVitConfig, config: RuntimeConfig, state: _Rows, keys: list,
+    first: _Bundle | None,
+) -> bool:  # fmt: skip
+    """Add the rows ``cfg``'s pieces ``keys`` (all but a two-stage patched piece, which is
+    ``first``) do not have yet; False if one cannot be a row."""
+    bundles = _bundles(cfg, config, True, first)
+    for key, bundle in zip(keys, bundles[1:] if first else bundles, strict=True):
+        if key not in state.rows:
+            row = _row_arrays(bundle)
+            if row is None:
+                return False
+            state.add(key, row)
+    return True
+
+
+# A two-stage patched piece's place in _bundles' list when only the later pieces are wanted.
+_STAND_IN = _Bundle(0, 0, 0, 0, "", (), (), FlatPiece(np.empty((4, 0), np.int64)), ((), 0))
 
 
 def _compiled_figures(
@@ -1320,29 +1355,30 @@ def _compiled_figures(
     two_stage = (
         isinstance(cfg, TinyCnnConfig) and cfg.patch_grid > 1 and cfg.patch_stages == 2
     )
-    if two_stage:  # the common case: one compiled call
-        figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
-        if figures is not None:
-            return figures
     keys = _vit_keys(cfg) if isinstance(cfg, TinyVitConfig) else _cnn_keys(cfg)
+    rows = state.rows
     if two_stage:
         keys = keys[1:]
+        # The common case: one compiled call, once the later pieces have rows (their bundles
+        # made around a stand-in for the patched piece, which the call assembles itself).
+        for _ in range(2):
+            figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
+            if figures is not None or all(key in rows for key in keys):
+                break
+            if not _add_rows(cfg, config, state, keys, _STAND_IN):
+                return None
+        if figures is not None:
+            return figures
         parts = _kernel_patched_parts(cfg, config)  # type: ignore[arg-type]
         if parts is None:
             first = _assembled_patched(cfg, config)  # type: ignore[arg-type]
-    rows = state.rows
     try:
         chain = [rows[key] for key in keys]
     except KeyError:
         if parts is not None:
             first = _parts_bundle(parts)
-        bundles = _bundles(cfg, config, True, first)
-        for key, bundle in zip(keys, bundles[1:] if first else bundles, strict=True):
-            if key not in rows:
-                row = _row_arrays(bundle)
-                if row is None:
-                    return None
-                state.add(key, row)
+        if not _add_rows(cfg, config, state, keys, first):
+            return None
         chain = [rows[key] for key in keys]
     if parts is not None:
         first_arrays = parts[:6]

@@ -74,6 +74,17 @@ class TemplateStore:
         self.first_opcodes: list[str] = []
         # template id by (layer number, variant); UNKNOWN where none was made yet
         self.table = np.full((64, VARIANTS), UNKNOWN, np.int64)
+        self._arrays: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The store as :func:`_assemble` reads it, from ``table`` to ``public_flash``."""
+        if self._arrays is None:  # (add and set_template may replace the arrays)
+            self._arrays = (
+                self.table, self.info, self.drops, self.ops, self.scratch, self.flash,
+                self.layer_flash, self.public_start, self.public_keys, self.public_flash,
+            )  # fmt: skip
+        return self._arrays
 
     def add(
         self,
@@ -94,6 +105,7 @@ class TemplateStore:
         after its tensor count); ``public``: (key, flash columns) of its constants other
         pieces may hold too."""
         index = self.count
+        self._arrays = None
         self.info = grown(self.info, index + 1)
         self.drops = grown(self.drops, index + 1)
         self.flash = grown(self.flash, index + 1)
@@ -131,6 +143,7 @@ class TemplateStore:
 
     def set_template(self, layer: int, variant: int, template: int) -> None:
         """Record the template (or UNUSABLE) of layer number ``layer`` in ``variant``."""
+        self._arrays = None
         if layer >= len(self.table):
             bigger = np.full((max(layer + 1, 2 * len(self.table)), VARIANTS), UNKNOWN, np.int64)
             bigger[: len(self.table)] = self.table
@@ -194,12 +207,22 @@ def _assemble(
     axis: np.ndarray,
     flags: np.ndarray,
     skip_of: np.ndarray,
-    layer_numbers: np.ndarray,
     usage: np.ndarray,
-    table: np.ndarray,
+    known_count: int,
+    known_flash: np.ndarray,
+    known_keys: np.ndarray,
+    known_key_flash: np.ndarray,
+    layer_numbers: np.ndarray,
     slice_id: int,
     image_size: int,
     out_channels: int,
+    concat_ops: int,
+    concat_run: np.ndarray,
+    concat_flash: np.ndarray,
+    concat_layouts: int,
+    alignment: int,
+    request: int,
+    table: np.ndarray,
     info: np.ndarray,
     drops: np.ndarray,
     ops: np.ndarray,
@@ -209,16 +232,6 @@ def _assemble(
     public_start: np.ndarray,
     public_keys: np.ndarray,
     public_flash: np.ndarray,
-    alignment: int,
-    request: int,
-    concat_run: np.ndarray,
-    concat_flash: np.ndarray,
-    concat_ops: int,
-    concat_layouts: int,
-    known_count: int,
-    known_flash: np.ndarray,
-    known_keys: np.ndarray,
-    known_key_flash: np.ndarray,
 ) -> tuple[
     int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
 ]:

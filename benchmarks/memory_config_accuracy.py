@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -160,17 +161,33 @@ def _new_configs(space: Any, keep: Any, rng: random.Random, seen: set, count: in
     return batch
 
 
-def _rate(batch: list, seconds: float = 30.0) -> tuple[float, float, int]:
-    """(configs per CPU second, configs per wall-clock second, configs run) over ``batch``, or
-    over what of it ran in ``seconds``. CPU time is what one core gives when the machine is
-    shared (wall-clock time then also counts the time other processes had the core)."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    for done, cfg in enumerate(batch, start=1):
-        with contextlib.suppress(ConfigError):  # a patch grid too fine for the network
-            estimate_config_bytes(cfg)
-        if done % 100 == 0 and time.perf_counter() - wall > seconds:
-            break
-    return done / (time.process_time() - cpu), done / (time.perf_counter() - wall), done
+def _rate(batch: list, seconds: float = 30.0) -> tuple[float, float, int, float]:
+    """(configs per CPU second, configs per wall-clock second, configs run, seconds in Python's
+    garbage collector) over ``batch``, or over what of it ran in ``seconds``. CPU time is what
+    one core gives when the machine is shared (wall-clock time then also counts the time other
+    processes had the core). The collector's full passes walk every cached object (~0.2 s
+    with the caches of ~20k configs): a run too short to amortise them swings by ~2x with
+    whether one falls inside it."""
+    collecting = [0.0, 0.0]  # seconds in the collector, start of the current pass
+
+    def timed(phase: str, _: dict) -> None:
+        if phase == "start":
+            collecting[1] = time.perf_counter()
+        else:
+            collecting[0] += time.perf_counter() - collecting[1]
+
+    gc.callbacks.append(timed)
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        for done, cfg in enumerate(batch, start=1):
+            with contextlib.suppress(ConfigError):  # a patch grid too fine for the network
+                estimate_config_bytes(cfg)
+            if done % 100 == 0 and time.perf_counter() - wall > seconds:
+                break
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        gc.callbacks.remove(timed)
+    return done / cpu, done / wall, done, collecting[0]
 
 
 def _late_whole_patch(cfg: Any) -> bool:
@@ -217,16 +234,17 @@ def speed(count: int, warmup: int, seed: int) -> list[dict[str, Any]]:
         space_name, keep = FAMILIES[name]
         space = get_space(space_name)
         seen: set = set()
-        from_config._estimate_bytes.cache_clear()
+        from_config.clear_estimates()
         _config_fast.clear_caches()
-        cold, _, _ = _rate(_new_configs(space, keep, rng, seen, count))
+        cold, *_ = _rate(_new_configs(space, keep, rng, seen, count))
         _rate(_new_configs(space, keep, rng, seen, warmup), seconds=90.0)
         steady_batch = _new_configs(space, keep, rng, seen, count)
-        steady, steady_wall, ran = _rate(steady_batch)
-        repeated, _, _ = _rate(steady_batch[:ran])
+        steady, steady_wall, ran, collecting = _rate(steady_batch)
+        repeated, *_ = _rate(steady_batch[:ran])
         results.append({
             "family": name, "cold": cold, "steady": steady, "steady_wall": steady_wall,
-            "repeated": repeated,
+            "repeated": repeated, "steady_configs": ran,
+            "steady_gc_share": collecting * steady / ran,  # of the run's CPU seconds
         })  # fmt: skip
     return results
 
@@ -353,9 +371,10 @@ def median_speeds(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for family_runs in zip(*runs, strict=True):
         entry: dict[str, Any] = {"family": family_runs[0]["family"]}
-        for key in ("cold", "steady", "steady_wall", "repeated"):
+        for key in ("cold", "steady", "steady_wall", "repeated", "steady_gc_share"):
             entry[key] = statistics.median(run[key] for run in family_runs)
         entry["steady_runs"] = [run["steady"] for run in family_runs]
+        entry["steady_configs"] = family_runs[0]["steady_configs"]
         out.append(entry)
     return out
 
@@ -366,12 +385,14 @@ def _print_speeds(speeds: list[dict[str, Any]]) -> None:
           f"build{f'; medians of {runs} runs' if runs > 1 else ''})\n")  # fmt: skip
     each = " | steady state, each run" if runs > 1 else ""
     print("| family | cold caches | steady state (new configs, warm piece caches) | "
-          f"(same, per wall-clock second) | repeated configs{each} |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|" + ("---:|" if runs > 1 else ""))
+          "(same, per wall-clock second) | of its CPU time in the garbage collector | "
+          f"repeated configs{each} |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|" if runs > 1 else ""))
     for s in speeds:
         every = " / ".join(f"{rate:.0f}" for rate in s["steady_runs"])
-        print(f"| {s['family']} | {s['cold']:.0f} | {s['steady']:.0f} | {s['steady_wall']:.0f} "
-              f"| {s['repeated']:.0f} |" + (f" {every} |" if runs > 1 else ""))  # fmt: skip
+        print(f"| {s['family']} | {s['cold']:.0f} | {s['steady']:.0f} ({s['steady_configs']} "
+              f"configs) | {s['steady_wall']:.0f} | {100 * s['steady_gc_share']:.0f}% | "
+              f"{s['repeated']:.0f} |" + (f" {every} |" if runs > 1 else ""))  # fmt: skip
 
 
 def main() -> None:

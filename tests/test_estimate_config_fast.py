@@ -58,9 +58,9 @@ def planner(request, monkeypatch):
     if flat and not _flat_plan.compiled():
         pytest.skip("numba is not installed")
     monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1 if flat else 10**9)
-    from_config._estimate_bytes.cache_clear()
+    from_config.clear_estimates()
     yield request.param
-    from_config._estimate_bytes.cache_clear()
+    from_config.clear_estimates()
 
 
 def _full(cfg, pointer_bytes: int) -> tuple[int, int]:
@@ -297,11 +297,11 @@ def test_without_the_compiled_assembly_patched_configs_are_assembled_in_python(m
     monkeypatch.setattr(_patched_kernel, "kernel", lambda: None)
     monkeypatch.setattr(_combine, "patched_kernel", lambda: None)  # built on it (cached)
     monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
-    from_config._estimate_bytes.cache_clear()
+    from_config.clear_estimates()
     cfg = _two_stage_configs(1, seed=3)[0]
     assert _config_fast._kernel_patched(cfg, from_config._runtime_for(4, 16)) is None
     assert estimate_config_bytes(cfg) == _full(cfg, 4)
-    from_config._estimate_bytes.cache_clear()
+    from_config.clear_estimates()
 
 
 def test_a_block_seen_at_one_map_size_is_exact_at_another():

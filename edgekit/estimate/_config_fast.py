@@ -1355,20 +1355,22 @@ def _compiled_figures(
     two_stage = (
         isinstance(cfg, TinyCnnConfig) and cfg.patch_grid > 1 and cfg.patch_stages == 2
     )
+    if two_stage:  # the common case: one compiled call
+        figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
+        if figures is not None:
+            return figures
     keys = _vit_keys(cfg) if isinstance(cfg, TinyVitConfig) else _cnn_keys(cfg)
     rows = state.rows
     if two_stage:
         keys = keys[1:]
-        # The common case: one compiled call, once the later pieces have rows (their bundles
-        # made around a stand-in for the patched piece, which the call assembles itself).
-        for _ in range(2):
-            figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
-            if figures is not None or all(key in rows for key in keys):
-                break
+        if not all(key in rows for key in keys):
+            # The later pieces' rows (their bundles made around a stand-in for the patched
+            # piece, which the compiled call assembles itself), then the one call again.
             if not _add_rows(cfg, config, state, keys, _STAND_IN):
                 return None
-        if figures is not None:
-            return figures
+            figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
+            if figures is not None:
+                return figures
         parts = _kernel_patched_parts(cfg, config)  # type: ignore[arg-type]
         if parts is None:
             first = _assembled_patched(cfg, config)  # type: ignore[arg-type]

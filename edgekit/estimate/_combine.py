@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgekit.estimate import _flat_plan, _patched_kernel
+from edgekit.estimate._flat_plan import JIT_OPTIONS
 from edgekit.estimate._patched_kernel import ASSEMBLED, EMPTY, grown, slot
 from edgekit.spaces.tiny_cnn import MAX_DEPTH, STAGE_STRIDES
 
@@ -421,11 +422,11 @@ def kernel() -> Callable | None:
         # _combine finds these by their global names: compiled code must find them compiled.
         global _greedy_high_water, _slot, _count_once, _align_up, _aligned_part
         _greedy_high_water = planner
-        _slot = njit(cache=True, nogil=True, inline="always")(slot)
-        _count_once = njit(cache=True, nogil=True, inline="always")(_count_once)
-        _align_up = njit(cache=True, nogil=True, inline="always")(_align_up)
-        _aligned_part = njit(cache=True, nogil=True, inline="always")(_aligned_part)
-        return njit(cache=True, nogil=True)(_combine)
+        _slot = njit(**JIT_OPTIONS, inline="always")(slot)
+        _count_once = njit(**JIT_OPTIONS, inline="always")(_count_once)
+        _align_up = njit(**JIT_OPTIONS, inline="always")(_align_up)
+        _aligned_part = njit(**JIT_OPTIONS, inline="always")(_aligned_part)
+        return njit(**JIT_OPTIONS)(_combine)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled combination is unavailable (%s)", e)
         return None
@@ -446,8 +447,8 @@ def patched_kernel() -> Callable | None:
         # _patched_combine finds these by their global names (see kernel)
         global _assemble, _combine_compiled, _later_rows
         _assemble, _combine_compiled = assemble, combine
-        _later_rows = njit(cache=True, nogil=True)(_later_rows)
-        return njit(cache=True, nogil=True)(_patched_combine)
+        _later_rows = njit(**JIT_OPTIONS)(_later_rows)
+        return njit(**JIT_OPTIONS)(_patched_combine)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled patched combination is unavailable (%s)", e)
         return None

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# How the compiled memory model is compiled: once per installation (cache=True: ~5 s, then
+# loaded in ~1 s); with numpy's error model, which leaves out the zero checks of integer
+# division and modulo (a few % of a patched config's call: every divisor here is a size, a
+# stride, a pointer width or an alignment, never zero).
+JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
 # Sort key: size, then request order (both descending); request indices stay below this.
 _RANK_SPAN = 1 << 32
 SCRATCH_CLASS = 1 << 40  # a buffer's class: its op's index, or this + n for scratch buffer n
@@ -226,14 +232,13 @@ def kernel() -> Callable[[np.ndarray, int], int] | None:
     except ImportError:  # an optional speed-up: the chain planner gives the same figures
         logger.info("numba is not installed: the config memory model plans in Python")
         return None
-    # cache=True: compiled once per installation (~5 s), then loaded (~1 s).
     # greedy_high_water finds these by their global names: compiled code must find them
     # compiled.
     global _first_fit, _placement_order, _insert
-    _insert = njit(cache=True, nogil=True, inline="always")(_insert)
-    _first_fit = njit(cache=True, nogil=True)(_first_fit)
-    _placement_order = njit(cache=True, nogil=True)(_placement_order)
-    planner = njit(cache=True, nogil=True)(greedy_high_water)
+    _insert = njit(**JIT_OPTIONS, inline="always")(_insert)
+    _first_fit = njit(**JIT_OPTIONS)(_first_fit)
+    _placement_order = njit(**JIT_OPTIONS)(_placement_order)
+    planner = njit(**JIT_OPTIONS)(greedy_high_water)
     try:
         planner(piece_columns(1, 1, 16, ()), 16)
     except Exception as e:  # e.g. no writable cache folder: numba's errors have no common root

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from edgekit.estimate._flat_plan import SCRATCH_CLASS
+from edgekit.estimate._flat_plan import JIT_OPTIONS, SCRATCH_CLASS
 
 logger = logging.getLogger(__name__)
 
@@ -198,9 +198,9 @@ def _compile_helpers() -> None:
     from numba import njit
 
     global _slot, _variant, _codes
-    _slot = njit(cache=True, nogil=True, inline="always")(slot)
-    _variant = njit(cache=True, nogil=True, inline="always")(variant)
-    _codes = njit(cache=True, nogil=True)(_codes)
+    _slot = njit(**JIT_OPTIONS, inline="always")(slot)
+    _variant = njit(**JIT_OPTIONS, inline="always")(variant)
+    _codes = njit(**JIT_OPTIONS)(_codes)
 
 
 def _assemble(
@@ -611,7 +611,7 @@ def geometry() -> Callable:
     except ImportError:
         return _grid_geometry
     _compile_helpers()
-    return njit(cache=True, nogil=True)(_grid_geometry)
+    return njit(**JIT_OPTIONS)(_grid_geometry)
 
 
 @functools.cache
@@ -623,7 +623,7 @@ def kernel() -> Callable | None:
         return None
     try:
         _compile_helpers()
-        return njit(cache=True, nogil=True)(_assemble)
+        return njit(**JIT_OPTIONS)(_assemble)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled patch assembly is unavailable (%s)", e)
         return None

@@ -16,7 +16,7 @@ help:
 	@echo "make demo   - set up everything, then run the main job on digits for $(BOARD)"
 	@echo "make test   - set up everything, then run the test suite"
 	@echo "make lint   - ruff"
-	@echo "make clean  - remove .venv and runs/"
+	@echo "make clean  - remove .venv, runs/ and numba's compiled caches"
 
 demo: setup
 	$(BIN)/edgekit demo --board $(BOARD)
@@ -53,3 +53,4 @@ apt:
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+	find edgekit -name '*.nbi' -delete -o -name '*.nbc' -delete

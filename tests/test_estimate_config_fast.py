@@ -415,6 +415,22 @@ def test_the_row_index_finds_every_key_as_it_grows():
     assert index.keys[_patched_kernel.slot(index.keys, 12345)] == _patched_kernel.EMPTY
 
 
+def test_keys_that_differ_only_in_their_high_bits_spread_over_the_table():
+    """Block keys of one map size share their low 16 bits (and a patch's units their
+    paddings): their slots must still spread, in Python and compiled alike."""
+    keys = np.full(1 << 14, _patched_kernel.EMPTY, np.int64)
+    home = [
+        _patched_kernel.slot(keys, 12 | kernel << 16 | 1 << 32 | number << 40)
+        for kernel in (0, 3, 5, 7) for number in range(1000)
+    ]  # fmt: skip
+    assert len(set(home)) > 0.7 * len(home)
+    if _combine.patched_kernel() is not None:
+        compiled = _combine._slot  # compiled by patched_kernel
+        rng = random.Random(1)
+        for key in [rng.randrange(-(1 << 62) + 1, 1 << 62) for _ in range(2000)] + home:
+            assert compiled(keys, key) == _patched_kernel.slot(keys, key)
+
+
 # Two-stage patched CNNs on a 3x3 grid whose middle patch reads the whole image (no slice of
 # its own). Before the exporter chained the patches, the converter ran that patch's first
 # layers right after the first patch's (its shared weights are named after the first patch,

@@ -27,7 +27,10 @@ logger = logging.getLogger(__name__)
 # How the compiled memory model is compiled: once per installation (cache=True: ~5 s, then
 # loaded in ~1 s); with numpy's error model, which leaves out the zero checks of integer
 # division and modulo (a few % of a patched config's call: every divisor here is a size, a
-# stride, a pointer width or an alignment, never zero).
+# stride, a pointer width or an alignment, never zero). numba's cache is checked against the
+# file of the function it holds only: after editing a helper that kernels of another file
+# compile in (slot, the planner), delete the caches (make clean, or the *.nbi / *.nbc files
+# under edgekit/estimate/__pycache__).
 JIT_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 # Sort key: size, then request order (both descending); request indices stay below this.

@@ -161,13 +161,21 @@ def grown(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 EMPTY = -(1 << 62)  # no key is this
+# The golden ratio's 64 bits (as an int64): a key times this, folded to 32 and then 16 bits,
+# spreads every bit of the key (up to bit ~60) over the slot's bits. (The low bits of a product
+# depend only on the low bits of the key: a block's key has its map size there, a unit's its
+# paddings, so a plain product sent most keys of a table to one run of slots.)
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 
 
 def slot(keys: np.ndarray, key: int) -> int:
-    """Where ``key`` is in an open-addressing table (a power of two long, its free slots
-    EMPTY), or the free slot it would take."""
+    """Where ``key`` is in an open-addressing table (a power of two long, at most 2**32, its
+    free slots EMPTY), or the free slot it would take. The same slot in Python and compiled:
+    the product's bits below 64 do not depend on whether it wraps there."""
     mask = len(keys) - 1
-    at = (key * 0x9E3779B1) & mask
+    product = key * _GOLDEN
+    folded = (product ^ (product >> 32)) & 0xFFFFFFFF
+    at = (folded ^ (folded >> 16)) & mask
     while keys[at] != key and keys[at] != EMPTY:
         at = (at + 1) & mask
     return at

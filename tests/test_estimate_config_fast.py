@@ -374,31 +374,53 @@ def test_a_patched_part_assembled_and_combined_in_one_call_equals_two_calls(
 
 
 def test_the_compiled_row_lookup_finds_the_rows_of_the_python_keys(monkeypatch):
-    """A two-stage patched config's later pieces are found in compiled code by the keys
+    """A tiny-cnn config's pieces after its first are found in compiled code by the keys
     _cnn_keys gives them in Python: the same rows, compiled and as plain Python; none when
-    a piece has no row yet."""
+    a piece has no row yet (whole-image, one- and two-stage patched configs)."""
     if _combine.patched_kernel() is None:
         pytest.skip("numba is not installed")
     monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
     config = from_config._runtime_for(4, 16)
-    configs = _two_stage_configs(40, seed=7)
-    for cfg in configs[:30]:  # their rows made and indexed
-        _config_fast.fast_figures(cfg, config)
+    configs = _family_configs(14, seed=7)[: 3 * 14]  # the three tiny-cnn families
+    for cfg in configs[::14] + configs[1:10] + configs[15:24] + configs[29:38]:
+        _config_fast.fast_figures(cfg, config)  # their rows made and indexed
     state = _config_fast._ROWS[config]
     checked = 0
     for cfg in configs:
         keys = _config_fast._cnn_keys(cfg)[1:]
         fields = _config_fast._BLOCK_FIELDS[(cfg.width_mult, cfg.rank_ratio, cfg.fused_stages)]
-        later = (
-            cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride), cfg.num_classes,
-            cfg.fused_stages, cfg.depths, cfg.kernel_sizes, cfg.expand_ratios, fields[1],
-            state.index.keys, state.index.rows,
-        )  # fmt: skip
+        two_stage = cfg.patch_grid > 1 and cfg.patch_stages == 2
+        later = _config_fast._later(cfg, int(two_stage), fields[1], state)
         expected = [state.rows[key] for key in keys] if all(k in state.rows for k in keys) else []
         assert _combine._later_rows(*later).tolist() == expected
         assert _combine._later_rows.py_func(*later).tolist() == expected
         checked += bool(expected)
     assert checked >= 30
+
+
+@pytest.mark.parametrize("pointer_bytes", [4, 8])
+def test_rows_found_in_compiled_code_give_the_figures_of_rows_found_in_python(
+    pointer_bytes, monkeypatch
+):
+    """Whole-image and one-stage patched configs whose pieces are known are combined in one
+    compiled call that finds their rows, with the figures of the rows found in Python."""
+    if _combine.found_kernel() is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
+    config = from_config._runtime_for(pointer_bytes, 16)
+    configs = _family_configs(20, seed=50 + pointer_bytes)[:40]  # whole-image, one-stage
+    found = _combine.found_kernel()
+    calls = []
+    monkeypatch.setattr(_combine, "found_kernel", lambda: None)
+    in_python = [_config_fast.fast_figures(cfg, config) for cfg in configs]  # rows made too
+
+    def counted(*arguments):
+        calls.append(1)
+        return found(*arguments)
+
+    monkeypatch.setattr(_combine, "found_kernel", lambda: counted)
+    assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == in_python
+    assert len(calls) == len(configs)
 
 
 def test_the_row_index_finds_every_key_as_it_grows():

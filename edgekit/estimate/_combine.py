@@ -343,6 +343,7 @@ def _patched_combine(
 
 
 def _later_rows(
+    first_stage: int,
     resolution: int,
     strides: tuple[int, int],
     classes: int,
@@ -354,16 +355,15 @@ def _later_rows(
     index_keys: np.ndarray,
     index_rows: np.ndarray,
 ) -> np.ndarray:
-    """The rows of a two-stage patched tiny-cnn's pieces after its patched part (the blocks of
-    stages 1 on, then the head), found in a :class:`RowIndex` (``index_keys``,
-    ``index_rows``) by the keys ``_config_fast._cnn_keys`` gives them, from the config's
-    resolution, (stem, first stage) strides, classes, fused stages, depths, kernel sizes and
-    expand ratios. ``block_fields``: the numbers of the blocks' fields (shifted) at the
-    config's width, rank ratio and fused stages, by [(stage * 2 + later block) * EXPANDS +
-    expand ratio] (-1: not worked out yet), then the head's channels. Empty when a piece is
-    not in the index."""
+    """The rows of a tiny-cnn's pieces after its first (the blocks of stages ``first_stage``
+    on, then the head), found in a :class:`RowIndex` (``index_keys``, ``index_rows``) by the
+    keys ``_config_fast._cnn_keys`` gives them, from the config's resolution, (stem, first
+    stage) strides, classes, fused stages, depths, kernel sizes and expand ratios.
+    ``block_fields``: the numbers of the blocks' fields (shifted) at the config's width, rank
+    ratio and fused stages, by [(stage * 2 + later block) * EXPANDS + expand ratio] (-1: not
+    worked out yet), then the head's channels. Empty when a piece is not in the index."""
     count = 1  # the head
-    for stage in range(1, len(depths)):
+    for stage in range(first_stage, len(depths)):
         count += depths[stage]
     rows = np.empty(count, np.int64)
     found = 0
@@ -371,7 +371,7 @@ def _later_rows(
     for stage in range(len(depths)):
         stride = strides[1] if stage == 0 else STAGE_STRIDES[stage]
         for block in range(depths[stage]):
-            if stage > 0:
+            if stage >= first_stage:
                 i = MAX_DEPTH * stage + block
                 expand = expands[i]
                 if expand <= 0 or expand >= EXPANDS:
@@ -394,6 +394,34 @@ def _later_rows(
         return rows[:0]
     rows[found] = index_rows[at]
     return rows
+
+
+def _found_combine(
+    first_row: int,
+    later: tuple,
+    table: tuple,
+    input_bytes: int,
+    input_flash: np.ndarray,
+    fixed: np.ndarray,
+    operator_bytes: np.ndarray,
+    first_opcode: int,
+) -> np.ndarray:
+    """:func:`_combine` of the chain ``first_row`` and then the rows :func:`_later_rows`
+    finds (its arguments: ``later``), in one call: (status 0 and the figures, or MISSING)."""
+    out = np.zeros(12, np.int64)
+    found = _later_rows(*later)
+    if len(found) == 0:
+        out[0] = MISSING
+        return out
+    rows = np.empty(1 + len(found), np.int64)
+    rows[0] = first_row
+    rows[1:] = found
+    none = np.empty(0, np.int64)
+    out[1:] = _combine_compiled(
+        rows, *table, none, none, none, none, np.empty((0, 3), np.int64),
+        np.empty((4, 0), np.int64), input_bytes, input_flash, fixed, operator_bytes, first_opcode,
+    )  # fmt: skip
+    return out
 
 
 def fixed_terms(fixed: object, alignment: int, max_scratch: int, planner_bytes: int) -> np.ndarray:
@@ -451,4 +479,18 @@ def patched_kernel() -> Callable | None:
         return njit(**JIT_OPTIONS)(_patched_combine)
     except Exception as e:  # numba's errors have no common root
         logger.warning("the compiled patched combination is unavailable (%s)", e)
+        return None
+
+
+@functools.cache
+def found_kernel() -> Callable | None:
+    """:func:`_found_combine` compiled (None without numba)."""
+    if patched_kernel() is None:  # (it compiles _later_rows and the combination)
+        return None
+    from numba import njit
+
+    try:
+        return njit(**JIT_OPTIONS)(_found_combine)
+    except Exception as e:  # numba's errors have no common root
+        logger.warning("the compiled combination is unavailable (%s)", e)
         return None

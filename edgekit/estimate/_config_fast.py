@@ -380,6 +380,17 @@ def block_size(key: int) -> int:
     return key & (_FIELD_LIMIT - 1)
 
 
+def _first_key(cfg: TinyCnnConfig) -> tuple:
+    """The key of the first piece of a whole-image or one-stage patched tiny-cnn (see
+    :func:`_cnn_keys`): the stem, or the patched stem and first block (no low-rank convs)."""
+    if cfg.patch_grid == 1:
+        return ("stem", cfg.resolution, cfg.stem_stride, cfg.width_mult, cfg.in_channels)
+    strides = (cfg.stem_stride, cfg.first_stage_stride)
+    return (
+        "patched", cfg.resolution, strides, cfg.width_mult, cfg.patch_grid, cfg.in_channels
+    )  # fmt: skip
+
+
 def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple | int]:
     """One key per piece of :func:`pieces_of` (same order), computed from the config's fields
     without a layer plan: each holds what shapes its piece and nothing else, so equal keys mean
@@ -394,19 +405,15 @@ def _cnn_keys(cfg: TinyCnnConfig) -> list[tuple | int]:
     if res >= _FIELD_LIMIT:
         raise ConfigError(f"resolution={res}; expected below {_FIELD_LIMIT}")
     first_stage = 0  # the first stage run on the whole image
-    if cfg.patch_grid == 1:
-        keys: list[tuple | int] = [("stem", res, cfg.stem_stride, width, cfg.in_channels)]
+    if cfg.patch_grid == 1 or cfg.patch_stages == 1:
+        keys: list[tuple | int] = [_first_key(cfg)]
     else:
-        strides = (cfg.stem_stride, cfg.first_stage_stride)
-        if cfg.patch_stages == 1:  # stem and first block: no low-rank convs
-            keys = [("patched", res, strides, width, cfg.patch_grid, cfg.in_channels)]
-        else:
-            d = depths[0]
-            keys = [(
-                "patched", res, strides, width, cfg.patch_grid, cfg.in_channels, ratio,
-                kernels[:d], expands[:d], fused > 0,
-            )]  # fmt: skip
-            first_stage = 1
+        d = depths[0]
+        keys = [(
+            "patched", res, (cfg.stem_stride, cfg.first_stage_stride), width, cfg.patch_grid,
+            cfg.in_channels, ratio, kernels[:d], expands[:d], fused > 0,
+        )]  # fmt: skip
+        first_stage = 1
     tables = _BLOCK_FIELDS.get((width, ratio, fused))
     if tables is None:
         tables = _BLOCK_FIELDS[(width, ratio, fused)] = (
@@ -1355,8 +1362,9 @@ def _compiled_figures(
     two_stage = (
         isinstance(cfg, TinyCnnConfig) and cfg.patch_grid > 1 and cfg.patch_stages == 2
     )
-    if two_stage:  # the common case: one compiled call
-        figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
+    if isinstance(cfg, TinyCnnConfig):  # the common case: one compiled call
+        find = _fused_figures if two_stage else _found_figures
+        figures = find(cfg, config, state)
         if figures is not None:
             return figures
     keys = _vit_keys(cfg) if isinstance(cfg, TinyVitConfig) else _cnn_keys(cfg)
@@ -1430,16 +1438,12 @@ def _fused_figures(
     this config, or a later piece has no row yet)."""
     fused = _combine.patched_kernel()
     fields = _BLOCK_FIELDS.get((cfg.width_mult, cfg.rank_ratio, cfg.fused_stages))
-    if fused is None or fields is None:
+    if fused is None or fields is None or cfg.resolution >= _FIELD_LIMIT:
         return None
     input_bytes, input_flash, _, input_layouts = _input_terms(
         cfg.resolution, cfg.in_channels, config.alignment
     )
-    later = (
-        cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride), cfg.num_classes,
-        cfg.fused_stages, cfg.depths, cfg.kernel_sizes, cfg.expand_ratios, fields[1],
-        state.index.keys, state.index.rows,
-    )  # fmt: skip
+    later = _later(cfg, 1, fields[1], state)
     assembled = _assembly(cfg, config, lambda arguments, templates, concat_opcode: fused(
         later, arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode], state.table.arrays,
         input_bytes, input_flash, state.fixed, _OPERATOR_BYTES,
@@ -1450,6 +1454,41 @@ def _fused_figures(
     if status != _patched_kernel.ASSEMBLED:
         return None
     return _combined_figures(out, input_layouts, _OPCODE_NAMES[first_opcode])
+
+
+def _later(cfg: TinyCnnConfig, first_stage: int, block_fields: np.ndarray, state: _Rows) -> tuple:
+    """_combine._later_rows's arguments for ``cfg``'s pieces from stage ``first_stage`` on."""
+    return (
+        first_stage, cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride),
+        cfg.num_classes, cfg.fused_stages, cfg.depths, cfg.kernel_sizes, cfg.expand_ratios,
+        block_fields, state.index.keys, state.index.rows,
+    )  # fmt: skip
+
+
+def _found_figures(
+    cfg: TinyCnnConfig, config: RuntimeConfig, state: _Rows
+) -> tuple[ArenaFigures, int] | None:
+    """:func:`_compiled_figures` of a whole-image or one-stage patched config in one compiled
+    call that finds the rows of its pieces after the first (None: not for this config, or a
+    piece has no row yet)."""
+    found = _combine.found_kernel()
+    fields = _BLOCK_FIELDS.get((cfg.width_mult, cfg.rank_ratio, cfg.fused_stages))
+    if found is None or fields is None or cfg.resolution >= _FIELD_LIMIT:
+        return None
+    first_row = state.rows.get(_first_key(cfg))
+    if first_row is None:
+        return None
+    first_opcode = state.table.first_opcodes[first_row]
+    input_bytes, input_flash, _, input_layouts = _input_terms(
+        cfg.resolution, cfg.in_channels, config.alignment
+    )
+    out = found(
+        first_row, _later(cfg, 0, fields[1], state), state.table.arrays, input_bytes,
+        input_flash, state.fixed, _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
+    ).tolist()  # fmt: skip
+    if out[0] != 0:
+        return None
+    return _combined_figures(out[1:], input_layouts, first_opcode)
 
 
 _FLAT_AFTER = 200  # configs estimated before compiled code takes over

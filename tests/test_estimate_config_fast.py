@@ -348,28 +348,33 @@ def test_compiled_combination_equals_the_python_one(pointer_bytes, monkeypatch):
 
 
 @pytest.mark.parametrize("pointer_bytes", [4, 8])
-def test_a_patched_part_assembled_and_combined_in_one_call_equals_two_calls(
-    pointer_bytes, monkeypatch
+@pytest.mark.parametrize(
+    ("kernel", "families"),
+    [("patched_kernel", slice(60, 90)), ("found_kernel", slice(0, 60))],
+    ids=["two-stage", "whole-image and one-stage"],
+)
+def test_a_config_found_and_combined_in_one_call_equals_the_python_lookup(
+    pointer_bytes, kernel, families, monkeypatch
 ):
-    """A two-stage patched config whose later pieces are known is found, assembled and
-    combined in one compiled call, with the same figures as the assembly and the combination
-    called one after the other on rows found in Python."""
-    if _combine.patched_kernel() is None:
+    """A tiny-cnn config whose pieces are known is combined in one compiled call that finds
+    their rows (and, two-stage patched, assembles its patched part), with the figures of the
+    rows found in Python and combined apart (the patched part assembled in its own call)."""
+    if getattr(_combine, kernel)() is None:
         pytest.skip("numba is not installed")
     monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
     config = from_config._runtime_for(pointer_bytes, 16)
-    configs = _two_stage_configs(30, seed=40 + pointer_bytes)
-    fused = _combine.patched_kernel()
+    configs = _family_configs(30, seed=40 + pointer_bytes)[families]
+    one_call = getattr(_combine, kernel)()
     calls = []
-    monkeypatch.setattr(_combine, "patched_kernel", lambda: None)
-    two_calls = [_config_fast.fast_figures(cfg, config) for cfg in configs]  # rows made too
+    monkeypatch.setattr(_combine, kernel, lambda: None)
+    apart = [_config_fast.fast_figures(cfg, config) for cfg in configs]  # rows made too
 
     def counted(*arguments):
         calls.append(1)
-        return fused(*arguments)
+        return one_call(*arguments)
 
-    monkeypatch.setattr(_combine, "patched_kernel", lambda: counted)
-    assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == two_calls
+    monkeypatch.setattr(_combine, kernel, lambda: counted)
+    assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == apart
     assert len(calls) == len(configs)
 
 
@@ -396,31 +401,6 @@ def test_the_compiled_row_lookup_finds_the_rows_of_the_python_keys(monkeypatch):
         assert _combine._later_rows.py_func(*later).tolist() == expected
         checked += bool(expected)
     assert checked >= 30
-
-
-@pytest.mark.parametrize("pointer_bytes", [4, 8])
-def test_rows_found_in_compiled_code_give_the_figures_of_rows_found_in_python(
-    pointer_bytes, monkeypatch
-):
-    """Whole-image and one-stage patched configs whose pieces are known are combined in one
-    compiled call that finds their rows, with the figures of the rows found in Python."""
-    if _combine.found_kernel() is None:
-        pytest.skip("numba is not installed")
-    monkeypatch.setattr(_config_fast, "_FLAT_AFTER", -1)
-    config = from_config._runtime_for(pointer_bytes, 16)
-    configs = _family_configs(20, seed=50 + pointer_bytes)[:40]  # whole-image, one-stage
-    found = _combine.found_kernel()
-    calls = []
-    monkeypatch.setattr(_combine, "found_kernel", lambda: None)
-    in_python = [_config_fast.fast_figures(cfg, config) for cfg in configs]  # rows made too
-
-    def counted(*arguments):
-        calls.append(1)
-        return found(*arguments)
-
-    monkeypatch.setattr(_combine, "found_kernel", lambda: counted)
-    assert [_config_fast.fast_figures(cfg, config) for cfg in configs] == in_python
-    assert len(calls) == len(configs)
 
 
 def test_the_row_index_finds_every_key_as_it_grows():

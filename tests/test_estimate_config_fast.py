@@ -393,9 +393,8 @@ def test_the_compiled_row_lookup_finds_the_rows_of_the_python_keys(monkeypatch):
     checked = 0
     for cfg in configs:
         keys = _config_fast._cnn_keys(cfg)[1:]
-        fields = _config_fast._BLOCK_FIELDS[(cfg.width_mult, cfg.rank_ratio, cfg.fused_stages)]
         two_stage = cfg.patch_grid > 1 and cfg.patch_stages == 2
-        later = _config_fast._later(cfg, int(two_stage), fields[1], state)
+        later = _config_fast._later(cfg, int(two_stage), state)
         expected = [state.rows[key] for key in keys] if all(k in state.rows for k in keys) else []
         assert _combine._later_rows(*later).tolist() == expected
         assert _combine._later_rows.py_func(*later).tolist() == expected

@@ -465,11 +465,11 @@ def _vit_keys(cfg: TinyVitConfig) -> list[tuple]:
 
 
 def _bundles(
-    cfg: SpaceConfig, config: RuntimeConfig, flat: bool = False, patched: _Bundle | None = None
+    cfg: SpaceConfig, config: RuntimeConfig, flat: bool = False, later_only: bool = False
 ) -> list[_Bundle]:
     """The bundle of each piece of ``cfg``; ``flat``: planned by the flat planner (whose
-    columns are all a two-stage patched piece then needs); ``patched``: the two-stage
-    patched piece's bundle, if already made."""
+    columns are all a two-stage patched piece then needs); ``later_only``: all but a
+    two-stage patched piece (the compiled call assembles it)."""
     specs: list[tuple[str, object]] = []  # made only when needed (it plans every layer)
     if isinstance(cfg, TinyCnnConfig):
         keys = _cnn_keys(cfg)
@@ -498,8 +498,10 @@ def _bundles(
                     assert template is not None
                 bundle = cache[key] = _sized_block(template, block_size(key), config)
             elif key[0] == "patched" and cfg.patch_stages == 2:  # type: ignore[union-attr]
+                if later_only:
+                    continue
                 # Rarely seen again (and large): assembled anew, not kept.
-                bundle = patched or _patched_bundle(cfg, config, flat)  # type: ignore[arg-type]
+                bundle = _patched_bundle(cfg, config, flat)  # type: ignore[arg-type]
             else:
                 specs = specs or pieces_of(cfg)
                 assert len(specs) == len(keys), (keys, specs)
@@ -1330,22 +1332,18 @@ _NO_FIRST = (
 
 def _add_rows(
     cfg: TinyCnnConfig | TinyVitConfig, config: RuntimeConfig, state: _Rows, keys: list,
-    first: _Bundle | None,
+    later_only: bool,
 ) -> bool:  # fmt: skip
-    """Add the rows ``cfg``'s pieces ``keys`` (all but a two-stage patched piece, which is
-    ``first``) do not have yet; False if one cannot be a row."""
-    bundles = _bundles(cfg, config, True, first)
-    for key, bundle in zip(keys, bundles[1:] if first else bundles, strict=True):
+    """Add the rows ``cfg``'s pieces ``keys`` (``later_only``: all but a two-stage patched
+    piece) do not have yet; False if one cannot be a row."""
+    bundles = _bundles(cfg, config, True, later_only)
+    for key, bundle in zip(keys, bundles, strict=True):
         if key not in state.rows:
             row = _row_arrays(bundle)
             if row is None:
                 return False
             state.add(key, row)
     return True
-
-
-# A two-stage patched piece's place in _bundles' list when only the later pieces are wanted.
-_STAND_IN = _Bundle(0, 0, 0, 0, "", (), (), FlatPiece(np.empty((4, 0), np.int64)), ((), 0))
 
 
 def _compiled_figures(
@@ -1372,9 +1370,9 @@ def _compiled_figures(
     if two_stage:
         keys = keys[1:]
         if not all(key in rows for key in keys):
-            # The later pieces' rows (their bundles made around a stand-in for the patched
-            # piece, which the compiled call assembles itself), then the one call again.
-            if not _add_rows(cfg, config, state, keys, _STAND_IN):
+            # The later pieces' rows (the compiled call assembles the patched piece itself),
+            # then the one call again.
+            if not _add_rows(cfg, config, state, keys, later_only=True):
                 return None
             figures = _fused_figures(cfg, config, state)  # type: ignore[arg-type]
             if figures is not None:
@@ -1384,10 +1382,8 @@ def _compiled_figures(
             first = _assembled_patched(cfg, config)  # type: ignore[arg-type]
     try:
         chain = [rows[key] for key in keys]
-    except KeyError:
-        if parts is not None:
-            first = _parts_bundle(parts)
-        if not _add_rows(cfg, config, state, keys, first):
+    except KeyError:  # (a two-stage config's rows were added above)
+        if not _add_rows(cfg, config, state, keys, later_only=False):
             return None
         chain = [rows[key] for key in keys]
     if parts is not None:
@@ -1437,13 +1433,12 @@ def _fused_figures(
     of its later pieces found, its patched part assembled, the whole combined (None: not for
     this config, or a later piece has no row yet)."""
     fused = _combine.patched_kernel()
-    fields = _BLOCK_FIELDS.get((cfg.width_mult, cfg.rank_ratio, cfg.fused_stages))
-    if fused is None or fields is None or cfg.resolution >= _FIELD_LIMIT:
+    later = _later(cfg, 1, state)
+    if fused is None or later is None:
         return None
     input_bytes, input_flash, _, input_layouts = _input_terms(
         cfg.resolution, cfg.in_channels, config.alignment
     )
-    later = _later(cfg, 1, fields[1], state)
     assembled = _assembly(cfg, config, lambda arguments, templates, concat_opcode: fused(
         later, arguments, templates.opcodes, _OPCODE_INDEX[concat_opcode], state.table.arrays,
         input_bytes, input_flash, state.fixed, _OPERATOR_BYTES,
@@ -1456,12 +1451,17 @@ def _fused_figures(
     return _combined_figures(out, input_layouts, _OPCODE_NAMES[first_opcode])
 
 
-def _later(cfg: TinyCnnConfig, first_stage: int, block_fields: np.ndarray, state: _Rows) -> tuple:
-    """_combine._later_rows's arguments for ``cfg``'s pieces from stage ``first_stage`` on."""
+def _later(cfg: TinyCnnConfig, first_stage: int, state: _Rows) -> tuple | None:
+    """_combine._later_rows's arguments for ``cfg``'s pieces from stage ``first_stage`` on
+    (None before _cnn_keys has met its width, rank ratio and fused stages, or for a
+    resolution its keys cannot hold: the Python path then works them out, or raises)."""
+    fields = _BLOCK_FIELDS.get((cfg.width_mult, cfg.rank_ratio, cfg.fused_stages))
+    if fields is None or cfg.resolution >= _FIELD_LIMIT:
+        return None
     return (
         first_stage, cfg.resolution, (cfg.stem_stride, cfg.first_stage_stride),
         cfg.num_classes, cfg.fused_stages, cfg.depths, cfg.kernel_sizes, cfg.expand_ratios,
-        block_fields, state.index.keys, state.index.rows,
+        fields[1], state.index.keys, state.index.rows,
     )  # fmt: skip
 
 
@@ -1472,19 +1472,17 @@ def _found_figures(
     call that finds the rows of its pieces after the first (None: not for this config, or a
     piece has no row yet)."""
     found = _combine.found_kernel()
-    fields = _BLOCK_FIELDS.get((cfg.width_mult, cfg.rank_ratio, cfg.fused_stages))
-    if found is None or fields is None or cfg.resolution >= _FIELD_LIMIT:
-        return None
+    later = _later(cfg, 0, state)
     first_row = state.rows.get(_first_key(cfg))
-    if first_row is None:
+    if found is None or later is None or first_row is None:
         return None
     first_opcode = state.table.first_opcodes[first_row]
     input_bytes, input_flash, _, input_layouts = _input_terms(
         cfg.resolution, cfg.in_channels, config.alignment
     )
     out = found(
-        first_row, _later(cfg, 0, fields[1], state), state.table.arrays, input_bytes,
-        input_flash, state.fixed, _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
+        first_row, later, state.table.arrays, input_bytes, input_flash, state.fixed,
+        _OPERATOR_BYTES, _OPCODE_INDEX[first_opcode],
     ).tolist()  # fmt: skip
     if out[0] != 0:
         return None

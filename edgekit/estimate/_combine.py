@@ -138,6 +138,7 @@ class RowIndex:
 
 
 _slot = slot  # what _combine calls: compiled with it (see kernel)
+_head_key = head_key  # what _later_rows calls (see patched_kernel)
 
 
 def _count_once(seen: np.ndarray, key: int, columns: np.ndarray, total: np.ndarray) -> int:
@@ -388,7 +389,7 @@ def _later_rows(
                 found += 1
             size = -(-size // stride)
             stride = 1
-    key = -1 - (size | block_fields[len(block_fields) - 1] << 16 | classes << 32)  # head_key
+    key = _head_key(size, block_fields[len(block_fields) - 1], classes)
     at = _slot(index_keys, key)
     if index_keys[at] != key:
         return rows[:0]
@@ -473,8 +474,9 @@ def patched_kernel() -> Callable | None:
 
     try:
         # _patched_combine finds these by their global names (see kernel)
-        global _assemble, _combine_compiled, _later_rows
+        global _assemble, _combine_compiled, _later_rows, _head_key
         _assemble, _combine_compiled = assemble, combine
+        _head_key = njit(**JIT_OPTIONS, inline="always")(head_key)
         _later_rows = njit(**JIT_OPTIONS)(_later_rows)
         return njit(**JIT_OPTIONS)(_patched_combine)
     except Exception as e:  # numba's errors have no common root

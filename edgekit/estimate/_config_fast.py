@@ -990,16 +990,11 @@ class _Templates:
         self.layer_flash: dict[int, list[int]] = {}  # layer number -> its own constants
         self.opcodes = np.zeros(64, np.int64)  # each template's first opcode (_OPCODE_INDEX)
         self.runtime = (config.alignment, _fixed(config).request)
-        self._arrays: tuple = ()
-        self._arguments: tuple = ()
 
     @property
     def arguments(self) -> tuple:
         """What the compiled assembly reads of the runtime and the store (see _assembly)."""
-        arrays = self.store.arrays
-        if arrays is not self._arrays:
-            self._arrays, self._arguments = arrays, self.runtime + arrays
-        return self._arguments
+        return self.runtime + self.store.arrays
 
 
 def _is_public(key: tuple) -> bool:
@@ -1313,10 +1308,10 @@ def _row_arrays(bundle: _Bundle) -> tuple | None:
     keys = []
     for kind, pairs in enumerate((bundle.merged, bundle.shared)):
         for number, packed in dict(pairs).items():
-            if packed >> (_BYTES_BITS + 2 * _COUNT_BITS):  # operators (see _columns)
+            columns = _columns(packed)
+            if any(columns[3:]):
                 return None
-            columns = [packed & _BYTES_MASK, (packed >> _BYTES_BITS) & _COUNT_MASK]
-            keys.append((number, kind, [*columns, packed >> (_BYTES_BITS + _COUNT_BITS)]))
+            keys.append((number, kind, columns[:3]))
     info = (
         bundle.tensors, bundle.requests, bundle.layouts, ops, op_data, first_op_data, peak,
         persist, scratch,
